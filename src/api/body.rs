@@ -1,0 +1,177 @@
+//! `JsonBody<T>`: a JSON request body whose errors name the field at fault.
+//!
+//! poem-openapi's `Json<T>` reports a bad field only by its type name. This payload declares the
+//! same schema (T's) but parses with serde, tracking the path, and reads at most
+//! `T::MAX_BODY_BYTES`, so every refusal is a 4xx with `field` set.
+
+use poem::{Request, RequestBody};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use serde::de::DeserializeOwned;
+
+use crate::api::error::ApiError;
+
+/// The largest body an endpoint accepts.
+pub trait BodyLimit {
+    const MAX_BODY_BYTES: usize;
+}
+
+pub struct JsonBody<T>(pub T);
+
+impl<T: Type> Payload for JsonBody<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn check_content_type(content_type: &str) -> bool {
+        matches!(content_type.parse::<mime::Mime>(), Ok(ct)
+            if ct.type_() == "application"
+                && (ct.subtype() == "json" || ct.suffix().is_some_and(|s| s == "json")))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + DeserializeOwned + BodyLimit> ParsePayload for JsonBody<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let limit = T::MAX_BODY_BYTES;
+        let declared = request
+            .header(poem::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::too_large(limit).into());
+        }
+        let bytes = body
+            .take()?
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|e| match e {
+                poem::error::ReadBodyError::PayloadTooLarge => ApiError::too_large(limit),
+                other => ApiError::bad_request("invalid_body", other.to_string(), None),
+            })?;
+        parse(&bytes).map(JsonBody).map_err(Into::into)
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + BodyLimit);
+
+/// Parses JSON, naming the field of the first error (`to`, `options.max_attempts`, ...).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty; a JSON object is required",
+            None,
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let err = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => {
+            return match de.end() {
+                Ok(()) => Ok(value),
+                Err(e) => Err(invalid_json(&e)),
+            };
+        }
+        Err(err) => err,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let message = strip_position(&inner.to_string());
+    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+        return Err(invalid_json(&inner));
+    }
+    // serde names a missing or unknown field in the message, at the path of its object.
+    let named = backticked(&message)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+    let field = match (path.as_str(), named) {
+        (".", Some(name)) => name.to_owned(),
+        (p, Some(name)) => format!("{p}.{name}"),
+        (".", None) => "body".to_owned(),
+        (p, None) => p.to_owned(),
+    };
+    Err(ApiError::validation(&field, message))
+}
+
+fn invalid_json(e: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(
+        "invalid_json",
+        format!(
+            "the request body is not valid JSON: {}",
+            strip_position(&e.to_string())
+        ),
+        None,
+    )
+}
+
+fn backticked(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+/// serde_json ends messages with " at line 1 column 17"; the field already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    fn field_of(json: &str) -> (u16, Option<String>) {
+        let e = parse::<Outer>(json.as_bytes()).unwrap_err();
+        let resp = poem::IntoResponse::into_response(e);
+        let status = resp.status().as_u16();
+        let body: serde_json::Value =
+            futures::executor::block_on(resp.into_body().into_json()).unwrap();
+        (status, body["field"].as_str().map(str::to_owned))
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"name": 3}"#), (422, Some("name".into())));
+        assert_eq!(field_of(r#"{}"#), (422, Some("name".into())));
+        assert_eq!(
+            field_of(r#"{"name":"a","nmae":1}"#),
+            (422, Some("nmae".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","inner":{"n":-1}}"#),
+            (422, Some("inner.n".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","inner":{}}"#),
+            (422, Some("inner.n".into()))
+        );
+        assert_eq!(field_of(r#"[1]"#), (422, Some("body".into())));
+        assert_eq!(field_of(r#"{"name": "a""#), (400, None));
+        assert_eq!(field_of(r#"{"name":"a"} trailing"#), (400, None));
+        assert_eq!(field_of("  "), (400, None));
+    }
+}

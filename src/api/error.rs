@@ -1,0 +1,173 @@
+//! The one error shape of the API and the one place where failures become HTTP statuses.
+//! 5xx bodies are opaque; their cause is logged.
+
+use poem::error::{MethodNotAllowedError, NotFoundError};
+use poem::{IntoResponse, Response};
+use poem_openapi::error::{
+    ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::domain::FieldError;
+use crate::lifecycle::StoreError;
+
+/// Every error response of the API.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `validation_failed`, `not_found`.
+    pub code: String,
+    /// What went wrong, for a human.
+    pub message: String,
+    /// The request field at fault: a body property (dotted path), a query or path parameter,
+    /// or a header name.
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+}
+
+/// Errors an operation can return.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed: invalid JSON, or an invalid query, path or header value.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such job (or route).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with the current state (e.g. an Idempotency-Key reused with a
+    /// different request).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The request body is larger than this endpoint accepts.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// The JSON is well-formed but a field is missing, of the wrong type or out of range.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// An unexpected server error; details are in the server log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database is unreachable; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(code: &str, message: impl Into<String>, field: Option<&str>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        code: code.to_owned(),
+        message: message.into(),
+        field: field.map(str::to_owned),
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(code: &str, message: impl Into<String>, field: Option<&str>) -> Self {
+        Self::BadRequest(body(code, message, field))
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        Self::Unprocessable(body("validation_failed", message, Some(field)))
+    }
+
+    pub fn not_found(what: &str, field: &str) -> Self {
+        Self::NotFound(body("not_found", format!("{what} not found"), Some(field)))
+    }
+
+    pub fn conflict(code: &str, message: impl Into<String>, field: Option<&str>) -> Self {
+        Self::Conflict(body(code, message, field))
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::PayloadTooLarge(body(
+            "payload_too_large",
+            format!("the request body must be at most {limit} bytes"),
+            None,
+        ))
+    }
+
+    /// A server-side failure: logged with its cause, answered without it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::Internal(body("internal", "internal server error", None))
+    }
+
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "database unavailable");
+        Self::Unavailable(body(
+            "unavailable",
+            "the database is unavailable; retry later",
+            None,
+        ))
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::validation(&e.field, e.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::unavailable(&e)
+        } else {
+            Self::internal(&e)
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+/// Turns any error that reached the router (a parameter poem-openapi could not parse, an
+/// unknown route, a wrong method) into the API's error shape. Errors that already are one of
+/// our responses pass through unchanged.
+pub async fn into_response(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let api = if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        ApiError::bad_request("invalid_parameter", e.to_string(), Some(e.name))
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        ApiError::bad_request("invalid_parameter", e.to_string(), Some(e.name))
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        ApiError::UnsupportedMediaType(body(
+            "unsupported_media_type",
+            e.to_string(),
+            Some("Content-Type"),
+        ))
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        ApiError::bad_request("invalid_body", e.to_string(), None)
+    } else if err.is::<NotFoundError>() {
+        ApiError::NotFound(body("route_not_found", "no such route", None))
+    } else if err.is::<MethodNotAllowedError>() {
+        return plain(
+            err.status(),
+            "method_not_allowed",
+            "method not allowed for this route",
+        );
+    } else if err.status() == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(body("payload_too_large", err.to_string(), None))
+    } else if err.status().is_client_error() {
+        return plain(err.status(), "bad_request", &err.to_string());
+    } else {
+        ApiError::internal(&err)
+    };
+    api.into_response()
+}
+
+/// An error body with a status outside [`ApiError`] (only for routing errors).
+fn plain(status: poem::http::StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "code": code, "message": message });
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(body.to_string())
+}

@@ -1,0 +1,305 @@
+//! `/v1/jobs`: enqueue each kind, read a job, list jobs, read a job's events.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as CURSOR;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::api::ApiTags;
+use crate::api::body::JsonBody;
+use crate::api::error::ApiError;
+use crate::api::models::{
+    EnqueueEmail, EnqueueHash, EnqueueLongRunning, EventPage, Job, JobEvent, JobPage,
+};
+use crate::config::{ApiConfig, MAX_ATTEMPTS_LIMIT};
+use crate::domain::{FieldError, JobKind, JobStatus};
+use crate::jobs::email::EmailJob;
+use crate::jobs::hash::HashJob;
+use crate::jobs::long_running::LongRunningJob;
+use crate::lifecycle::{self, EnqueueError, EnqueueRequest, Enqueued};
+use crate::store;
+
+/// Owner of jobs created while authentication is not in place.
+const DEFAULT_OWNER: &str = "default";
+const MAX_PAGE: u32 = 200;
+const DEFAULT_PAGE: u32 = 50;
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+pub struct JobsApi {
+    pub pool: PgPool,
+    pub config: ApiConfig,
+}
+
+/// A job was accepted.
+#[derive(ApiResponse)]
+pub enum EnqueueResponse {
+    /// The job is durable and queued. With an `Idempotency-Key` used before for the same
+    /// request, this is the job that request created (`Idempotent-Replayed: true`).
+    #[oai(status = 202)]
+    Accepted(
+        Json<Job>,
+        /// The job's URL.
+        #[oai(header = "Location")]
+        String,
+        /// True when an earlier request with the same Idempotency-Key created this job.
+        #[oai(header = "Idempotent-Replayed")]
+        bool,
+    ),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Enqueue an email job
+    ///
+    /// Sends one plain-text email over SMTP. The message carries a Message-ID derived from the
+    /// job id, which the job's result reports.
+    #[oai(path = "/jobs/email", method = "post", operation_id = "enqueue_email")]
+    async fn enqueue_email(
+        &self,
+        body: JsonBody<EnqueueEmail>,
+        /// Makes the request safe to retry: the same key with the same body returns the same
+        /// job; with a different body, 409. 1-255 visible ASCII characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<EnqueueResponse, ApiError> {
+        let req = body.0;
+        let job = EmailJob::parse(req.to, req.subject, req.body)?;
+        self.enqueue(JobKind::Email, &job, 0, req.max_attempts, idempotency_key.0)
+            .await
+    }
+
+    /// Enqueue a long-running job
+    ///
+    /// Runs `steps` steps of `step_duration_ms` each, with durable progress; a job whose worker
+    /// dies resumes from its last recorded step.
+    #[oai(
+        path = "/jobs/long-running",
+        method = "post",
+        operation_id = "enqueue_long_running"
+    )]
+    async fn enqueue_long_running(
+        &self,
+        body: JsonBody<EnqueueLongRunning>,
+        /// See `enqueue_email`.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<EnqueueResponse, ApiError> {
+        let req = body.0;
+        let job = LongRunningJob::parse(req.steps, req.step_duration_ms)?;
+        let total = job.steps;
+        self.enqueue(
+            JobKind::LongRunning,
+            &job,
+            total,
+            req.max_attempts,
+            idempotency_key.0,
+        )
+        .await
+    }
+
+    /// Enqueue a hash job
+    ///
+    /// Computes a SHA-2 digest (sha256 by default) of the input repeated `repeat` times, e.g.
+    /// `{"data": "data1", "repeat": 1000000}`. The result holds the hex digest.
+    #[oai(path = "/jobs/hash", method = "post", operation_id = "enqueue_hash")]
+    async fn enqueue_hash(
+        &self,
+        body: JsonBody<EnqueueHash>,
+        /// See `enqueue_email`.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<EnqueueResponse, ApiError> {
+        let req = body.0;
+        let job = HashJob::parse(
+            req.data,
+            req.data_base64,
+            req.repeat,
+            req.algorithm,
+            self.config.hash_max_input_bytes,
+        )?;
+        self.enqueue(JobKind::Hash, &job, 0, req.max_attempts, idempotency_key.0)
+            .await
+    }
+
+    /// Get a job
+    #[oai(path = "/jobs/:id", method = "get", operation_id = "get_job")]
+    async fn get_job(
+        &self,
+        /// The job's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<Job>, ApiError> {
+        let row = store::jobs::get(&self.pool, id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job", "id"))?;
+        Ok(Json(row.try_into()?))
+    }
+
+    /// List jobs
+    ///
+    /// Newest first, optionally filtered by status and kind. Pages are stable while jobs are
+    /// added: follow `next_cursor` until it is absent.
+    #[oai(path = "/jobs", method = "get", operation_id = "list_jobs")]
+    async fn list_jobs(
+        &self,
+        /// Only jobs in this status.
+        status: Query<Option<JobStatus>>,
+        /// Only jobs of this kind.
+        kind: Query<Option<JobKind>>,
+        /// Page size, 1-200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<JobPage>, ApiError> {
+        let limit = page_size(limit.0)?;
+        let before = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let filter = store::jobs::ListFilter {
+            status: status.0.map(|s| s.as_str().to_owned()),
+            kind: kind.0.map(|k| k.as_str().to_owned()),
+            before,
+        };
+        let mut rows = store::jobs::list(&self.pool, &filter, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|r| CURSOR.encode(r.id.as_bytes())))
+            .flatten();
+        let jobs = rows
+            .into_iter()
+            .map(Job::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Json(JobPage { jobs, next_cursor }))
+    }
+
+    /// List a job's events
+    ///
+    /// Oldest first: queued, started, progress, retrying, succeeded, failed, cancelled.
+    #[oai(
+        path = "/jobs/:id/events",
+        method = "get",
+        operation_id = "list_job_events"
+    )]
+    async fn list_job_events(
+        &self,
+        /// The job's id.
+        id: Path<Uuid>,
+        /// Only events with an id greater than this (`next_after` of the previous page).
+        #[oai(validator(minimum(value = "0")))]
+        after: Query<Option<i64>>,
+        /// Page size, 1-200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<EventPage>, ApiError> {
+        let limit = page_size(limit.0)?;
+        if store::jobs::get(&self.pool, id.0).await?.is_none() {
+            return Err(ApiError::not_found("job", "id"));
+        }
+        let after = after.0.unwrap_or(0).max(0);
+        let mut rows =
+            store::events::list_for_job(&self.pool, id.0, after, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_after = more.then(|| rows.last().map(|r| r.id)).flatten();
+        let events = rows
+            .into_iter()
+            .map(JobEvent::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Json(EventPage { events, next_after }))
+    }
+}
+
+impl JobsApi {
+    async fn enqueue<P: Serialize>(
+        &self,
+        kind: JobKind,
+        payload: &P,
+        progress_total: u32,
+        max_attempts: Option<u32>,
+        idempotency_key: Option<String>,
+    ) -> Result<EnqueueResponse, ApiError> {
+        let max_attempts = match max_attempts {
+            None => self.config.default_max_attempts,
+            Some(n) if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return Err(FieldError::new(
+                    "max_attempts",
+                    format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+                )
+                .into());
+            }
+        };
+        let idempotency_key = idempotency_key.map(check_idempotency_key).transpose()?;
+        let payload = serde_json::to_value(payload).map_err(|e| ApiError::internal(&e))?;
+        let req = EnqueueRequest {
+            kind,
+            payload,
+            progress_total,
+            max_attempts,
+            owner: DEFAULT_OWNER.to_owned(),
+            idempotency_key,
+        };
+        let (row, replayed) = match lifecycle::enqueue(&self.pool, req).await {
+            Ok(Enqueued::Created(row)) => (row, false),
+            Ok(Enqueued::Replayed(row)) => (row, true),
+            Err(EnqueueError::KeyReused { job_id }) => {
+                return Err(ApiError::conflict(
+                    "idempotency_key_reused",
+                    format!(
+                        "this Idempotency-Key was already used for a different request (job {job_id})"
+                    ),
+                    Some(IDEMPOTENCY_KEY),
+                ));
+            }
+            Err(EnqueueError::Store(e)) => return Err(e.into()),
+        };
+        let location = format!("/v1/jobs/{}", row.id);
+        Ok(EnqueueResponse::Accepted(
+            Json(row.try_into()?),
+            location,
+            replayed,
+        ))
+    }
+}
+
+fn check_idempotency_key(key: String) -> Result<String, ApiError> {
+    let ok = (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(key)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_header",
+            "must be 1-255 visible ASCII characters",
+            Some(IDEMPOTENCY_KEY),
+        ))
+    }
+}
+
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("must be between 1 and {MAX_PAGE}"),
+            Some("limit"),
+        )),
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
+    CURSOR
+        .decode(cursor)
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                "not a cursor returned by this API",
+                Some("cursor"),
+            )
+        })
+}

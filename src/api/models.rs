@@ -1,0 +1,297 @@
+//! What the API reads and writes. Requests are plain data until the handler parses them into a
+//! job kind's payload; responses are built from status rows and events.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Object, Union};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::api::body::BodyLimit;
+use crate::api::error::ApiError;
+use crate::domain::{EventType, JobKind, JobStatus};
+use crate::jobs::email::{EmailJob, EmailResult};
+use crate::jobs::hash::{HashAlgorithm, HashJob, HashResult};
+use crate::jobs::long_running::{LongRunningJob, LongRunningResult};
+use crate::store::{EventRow, JobRow};
+
+/// Send one plain-text email.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueEmail {
+    /// Recipient address, e.g. `ada@example.com`.
+    #[oai(validator(min_length = 3, max_length = 320))]
+    pub to: String,
+    /// Subject line: 1 to 998 characters, no line breaks.
+    #[oai(validator(min_length = 1, max_length = 998))]
+    pub subject: String,
+    /// Plain-text body, at most 256 KiB.
+    #[oai(validator(max_length = 262144))]
+    pub body: String,
+    /// Attempts before the job fails for good (1-25; the server default when omitted).
+    #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
+    pub max_attempts: Option<u32>,
+}
+
+impl BodyLimit for EnqueueEmail {
+    const MAX_BODY_BYTES: usize = 512 * 1024;
+}
+
+/// Run `steps` steps of `step_duration_ms` each, reporting progress.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueLongRunning {
+    /// Number of steps (1-10000).
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
+    pub steps: u32,
+    /// Duration of each step in milliseconds (0-60000).
+    #[oai(validator(minimum(value = "0"), maximum(value = "60000")))]
+    pub step_duration_ms: u32,
+    /// Attempts before the job fails for good (1-25; the server default when omitted).
+    #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
+    pub max_attempts: Option<u32>,
+}
+
+impl BodyLimit for EnqueueLongRunning {
+    const MAX_BODY_BYTES: usize = 4 * 1024;
+}
+
+/// Compute a SHA-2 digest of `data` (or `data_base64`) repeated `repeat` times.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueHash {
+    /// Input as text, hashed as its UTF-8 bytes (at most 1 MiB). Give this or `data_base64`.
+    #[oai(validator(max_length = 1048576))]
+    pub data: Option<String>,
+    /// Input as standard base64 (at most 1 MiB decoded). Give this or `data`.
+    #[oai(validator(max_length = 1398104))]
+    pub data_base64: Option<String>,
+    /// How many times the input is fed to the hash function (1-1000000000, default 1); the
+    /// total (length x repeat) is limited by the server, 1 GiB by default.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub repeat: Option<u64>,
+    /// Hash function; `sha256` when omitted.
+    pub algorithm: Option<HashAlgorithm>,
+    /// Attempts before the job fails for good (1-25; the server default when omitted).
+    #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
+    pub max_attempts: Option<u32>,
+}
+
+impl BodyLimit for EnqueueHash {
+    const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+}
+
+/// Progress of a job: `done` of `total` units (steps for long-running jobs; 0 of 0 for kinds
+/// that do not report progress).
+#[derive(Debug, Clone, Object)]
+pub struct JobProgress {
+    pub done: u32,
+    pub total: u32,
+}
+
+/// The input of an email job (the body is not echoed back).
+#[derive(Debug, Clone, Object)]
+pub struct EmailInput {
+    pub to: String,
+    pub subject: String,
+    pub body_bytes: u64,
+}
+
+/// The input of a long-running job.
+#[derive(Debug, Clone, Object)]
+pub struct LongRunningInput {
+    pub steps: u32,
+    pub step_duration_ms: u32,
+}
+
+/// A summary of the input of a hash job (the data itself is not echoed back).
+#[derive(Debug, Clone, Object)]
+pub struct HashInput {
+    pub algorithm: HashAlgorithm,
+    pub data_bytes: u64,
+    pub repeat: u64,
+    /// data_bytes x repeat.
+    pub total_bytes: u64,
+}
+
+/// What the job was asked to do; `kind` tells which shape.
+#[derive(Debug, Clone, Union)]
+#[oai(discriminator_name = "kind", one_of)]
+pub enum JobInput {
+    #[oai(mapping = "email")]
+    Email(EmailInput),
+    #[oai(mapping = "long_running")]
+    LongRunning(LongRunningInput),
+    #[oai(mapping = "hash")]
+    Hash(HashInput),
+}
+
+/// The result of a succeeded job; `kind` tells which shape.
+#[derive(Debug, Clone, Union)]
+#[oai(discriminator_name = "kind", one_of)]
+pub enum JobResult {
+    #[oai(mapping = "email")]
+    Email(EmailResult),
+    #[oai(mapping = "long_running")]
+    LongRunning(LongRunningResult),
+    #[oai(mapping = "hash")]
+    Hash(HashResult),
+}
+
+/// A job and everything known about it.
+#[derive(Debug, Clone, Object)]
+pub struct Job {
+    /// Time-ordered unique id (UUIDv7).
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    /// Attempts started so far (0 until a worker takes the job).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub progress: JobProgress,
+    pub input: JobInput,
+    /// Set once the job has succeeded.
+    #[oai(skip_serializing_if_is_none)]
+    pub result: Option<JobResult>,
+    /// The error of the latest failed attempt.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the first attempt started.
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a terminal status.
+    #[oai(skip_serializing_if_is_none)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due (status `retrying`).
+    #[oai(skip_serializing_if_is_none)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_cursor: Option<String>,
+}
+
+/// Something that happened to a job.
+#[derive(Debug, Clone, Object)]
+pub struct JobEvent {
+    /// Increasing id of the event.
+    pub id: i64,
+    pub job_id: Uuid,
+    pub kind: JobKind,
+    #[oai(rename = "type")]
+    pub event_type: EventType,
+    /// The job's status right after the event.
+    pub status: JobStatus,
+    /// Details by type: `attempt`, `error`, `done`/`total`, `result`, `next_attempt_at`, ...
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One page of a job's events, oldest first.
+#[derive(Debug, Clone, Object)]
+pub struct EventPage {
+    pub events: Vec<JobEvent>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after: Option<i64>,
+}
+
+fn corrupt(what: &str, value: &str) -> ApiError {
+    ApiError::internal(&format!("stored {what} is invalid: {value:?}"))
+}
+
+fn non_negative(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = ApiError;
+
+    fn try_from(row: JobRow) -> Result<Self, ApiError> {
+        let kind = JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?;
+        let status = JobStatus::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?;
+        let bad_payload = |e: serde_json::Error| corrupt("payload", &e.to_string());
+        let input = match kind {
+            JobKind::Email => {
+                let p: EmailJob = serde_json::from_value(row.payload).map_err(bad_payload)?;
+                JobInput::Email(EmailInput {
+                    to: p.to,
+                    subject: p.subject,
+                    body_bytes: p.body.len() as u64,
+                })
+            }
+            JobKind::LongRunning => {
+                let p: LongRunningJob = serde_json::from_value(row.payload).map_err(bad_payload)?;
+                JobInput::LongRunning(LongRunningInput {
+                    steps: p.steps,
+                    step_duration_ms: p.step_duration_ms,
+                })
+            }
+            JobKind::Hash => {
+                let p: HashJob = serde_json::from_value(row.payload).map_err(bad_payload)?;
+                JobInput::Hash(HashInput {
+                    algorithm: p.algorithm,
+                    data_bytes: p.data.len() as u64,
+                    repeat: p.repeat,
+                    total_bytes: p.total_bytes(),
+                })
+            }
+        };
+        let bad_result = |e: serde_json::Error| corrupt("result", &e.to_string());
+        let result = match row.result {
+            None => None,
+            Some(v) => Some(match kind {
+                JobKind::Email => JobResult::Email(serde_json::from_value(v).map_err(bad_result)?),
+                JobKind::LongRunning => {
+                    JobResult::LongRunning(serde_json::from_value(v).map_err(bad_result)?)
+                }
+                JobKind::Hash => JobResult::Hash(serde_json::from_value(v).map_err(bad_result)?),
+            }),
+        };
+        Ok(Job {
+            id: row.id,
+            kind,
+            status,
+            attempt: non_negative(row.attempt),
+            max_attempts: non_negative(row.max_attempts),
+            progress: JobProgress {
+                done: non_negative(row.progress_done),
+                total: non_negative(row.progress_total),
+            },
+            input,
+            result,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            next_attempt_at: row.next_attempt_at,
+        })
+    }
+}
+
+impl TryFrom<EventRow> for JobEvent {
+    type Error = ApiError;
+
+    fn try_from(row: EventRow) -> Result<Self, ApiError> {
+        Ok(JobEvent {
+            id: row.id,
+            job_id: row.job_id,
+            kind: JobKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
+            event_type: EventType::parse(&row.event_type)
+                .ok_or_else(|| corrupt("event type", &row.event_type))?,
+            status: JobStatus::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
+            data: row.data,
+            created_at: row.created_at,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Wiring: one process = the API and/or the workers on one pool, stopped by one token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lettre::message::Mailbox;
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{EmailConfig, ServeConfig};
+use crate::jobs::email::Mailer;
+use crate::{api, worker};
+
+/// A running jobq process: its HTTP server is bound, its workers started.
+pub struct App {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+    workers: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl App {
+    /// Binds the listener and starts the parts `config.role` asks for. The database must be
+    /// migrated already.
+    pub async fn start(
+        config: ServeConfig,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(config.listen.clone())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("listener has no socket address")?;
+
+        let workers = if config.role.runs_workers() {
+            let mailer = Arc::new(mailer(&config.email)?);
+            if mailer.is_folder() {
+                tracing::warn!(
+                    delivery = mailer.describe(),
+                    "no SMTP server configured (--smtp-url / JOBQ_SMTP_URL): emails are written to files, not sent"
+                );
+            } else {
+                tracing::info!(delivery = mailer.describe(), "email delivery");
+            }
+            let (pool, config, token) = (pool.clone(), config.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                worker::run(pool, &config, mailer, token).await
+            }))
+        } else {
+            None
+        };
+
+        let routes = api::routes(pool, config.api.clone(), config.role);
+        let token = shutdown.clone();
+        let grace = config.shutdown_grace;
+        let server = tokio::spawn(async move {
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(routes, token.cancelled_owned(), Some(grace))
+                .await
+                .context("HTTP server failed")
+        });
+        tracing::info!(%addr, role = ?config.role, "jobq listening");
+        Ok(Self {
+            addr,
+            shutdown,
+            server,
+            workers,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until the shutdown token is cancelled and every part has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let server = self.server.await.context("HTTP server task panicked")?;
+        if let Some(workers) = self.workers {
+            workers.await.context("worker task panicked")??;
+        }
+        server
+    }
+
+    /// Starts a graceful shutdown and waits for it, at most `timeout`.
+    pub async fn stop(self, timeout: Duration) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(timeout, self.wait())
+            .await
+            .context("shutdown timed out")?
+    }
+}
+
+fn mailer(config: &EmailConfig) -> anyhow::Result<Mailer> {
+    let from: Mailbox = config.email_from.parse().with_context(|| {
+        format!(
+            "--email-from {:?} is not a valid mailbox",
+            config.email_from
+        )
+    })?;
+    match &config.smtp_url {
+        Some(url) => Mailer::smtp(url, from, config.smtp_timeout),
+        None => Mailer::folder(&config.mail_dir, from),
+    }
+}

@@ -1,0 +1,27 @@
+//! jobq: a durable job queue service on Postgres.
+#![forbid(unsafe_code)]
+
+/// HTTP API: routes, OpenAPI document, error mapping.
+pub mod api;
+/// Wiring of a process by role.
+pub mod app;
+/// Command-line interface.
+pub mod cli;
+/// Every setting (flags and JOBQ_* variables).
+pub mod config;
+/// Connecting to Postgres and migrating.
+pub mod db;
+/// Pure job vocabulary and rules.
+pub mod domain;
+/// The job kinds: payloads, parsing, running.
+pub mod jobs;
+/// State changes of a job, one transaction each.
+pub mod lifecycle;
+/// Process-wide shutdown signal.
+pub mod shutdown;
+/// All SQL.
+pub mod store;
+/// Logging set-up.
+pub mod telemetry;
+/// apalis workers and their executor.
+pub mod worker;

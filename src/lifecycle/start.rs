@@ -1,0 +1,64 @@
+//! A worker takes an attempt: `queued`/`retrying` -> `running`, or a rescue of an attempt whose
+//! worker died (`running` with the same task id).
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::{EventType, JobStatus};
+use crate::lifecycle::StoreError;
+use crate::store::{self, JobRow};
+
+#[derive(Debug)]
+pub enum Start {
+    /// Run this attempt; the row is `running` with the new attempt number.
+    Run(Box<JobRow>),
+    /// Nothing to run (cancelled, already finished, superseded, or out of attempts after a rescue).
+    Skip(&'static str),
+}
+
+pub async fn start(
+    pool: &PgPool,
+    job_id: Uuid,
+    task_id: &str,
+    worker: &str,
+) -> Result<Start, StoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(job) = store::jobs::lock(&mut tx, job_id).await? else {
+        return Ok(Start::Skip("job no longer exists"));
+    };
+    if job.task_id != task_id {
+        return Ok(Start::Skip("attempt superseded"));
+    }
+    let status = JobStatus::parse(&job.status);
+    if !status.is_some_and(|s| JobStatus::STARTABLE.contains(&s)) {
+        return Ok(Start::Skip("job is not runnable"));
+    }
+    let rescued = status == Some(JobStatus::Running);
+    if rescued && job.attempt >= job.max_attempts {
+        let error = format!(
+            "worker {} was lost during attempt {} of {}",
+            job.worker.as_deref().unwrap_or("?"),
+            job.attempt,
+            job.max_attempts
+        );
+        if let Some(failed) = store::jobs::fail(&mut tx, job_id, task_id, &error).await? {
+            let data = json!({ "attempt": failed.attempt, "error": error });
+            store::events::insert(&mut tx, &failed, EventType::Failed, &data).await?;
+        }
+        tx.commit().await?;
+        return Ok(Start::Skip("lost worker used the last attempt"));
+    }
+
+    let running = store::jobs::mark_running(&mut tx, job_id, worker).await?;
+    let data = json!({
+        "attempt": running.attempt,
+        "max_attempts": running.max_attempts,
+        "worker": worker,
+        "resumed_from": running.progress_done,
+        "rescued": rescued,
+    });
+    store::events::insert(&mut tx, &running, EventType::Started, &data).await?;
+    tx.commit().await?;
+    Ok(Start::Run(Box::new(running)))
+}

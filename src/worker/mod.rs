@@ -1,0 +1,131 @@
+//! The workers: one apalis worker per job kind on apalis-postgres, under an apalis Monitor that
+//! restarts a worker whose backend failed (e.g. Postgres restarted) and stops them all on shutdown.
+
+mod executor;
+mod maintenance;
+mod wake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt as _;
+use apalis::prelude::{
+    BackendExt as _, BoxDynError, Data, Monitor, TaskId, WorkerBuilder, WorkerContext,
+};
+use apalis_postgres::PostgresStorage;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::domain::JobKind;
+use crate::jobs::email::Mailer;
+use crate::store::queue::AttemptArgs;
+
+pub use executor::Executor;
+pub use wake::Notifier;
+
+/// Runs the workers until `shutdown` is cancelled and running jobs have finished or been
+/// released (at most `shutdown_grace`).
+pub async fn run(
+    pool: PgPool,
+    config: &ServeConfig,
+    mailer: Arc<Mailer>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let notifier = Notifier::start(pool.clone(), shutdown.clone());
+    tokio::spawn(maintenance::run(pool.clone(), shutdown.clone()));
+    let executor = Arc::new(Executor {
+        pool: pool.clone(),
+        mailer,
+        backoff: config.worker.backoff(),
+        progress_interval: config.worker.progress_interval,
+        shutdown: shutdown.clone(),
+    });
+    let instance = instance_name();
+    tracing::info!(%instance, "workers starting");
+
+    let mut monitor = Monitor::new();
+    for kind in JobKind::ALL {
+        let w = config.worker.clone();
+        let concurrency = match kind {
+            JobKind::Email => w.email_concurrency,
+            JobKind::LongRunning => w.long_running_concurrency,
+            JobKind::Hash => w.hash_concurrency(),
+        }
+        .max(1);
+        let (pool, notifier, executor, instance) = (
+            pool.clone(),
+            notifier.clone(),
+            executor.clone(),
+            instance.clone(),
+        );
+        monitor = monitor.register(move |restarts| {
+            let queue = apalis_postgres::Config::default()
+                .queue(kind.queue())
+                .batch_size(w.fetch_batch_size as usize)
+                .heartbeat_interval(w.heartbeat_interval)
+                .missed_heartbeats(w.missed_heartbeats)
+                // Fetching already locks an entry to this worker; a second write per job for
+                // apalis' own `Running` status would buy nothing.
+                .lock_tasks(false);
+            let delay = restart_delay(restarts);
+            let backend = PostgresStorage::<AttemptArgs>::new(&pool)
+                .with_config(queue)
+                .poll_with_strategy(notifier.strategy(kind.queue(), w.poll_interval))
+                .before_start(move |_| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                });
+            // A fresh name per restart: entries held by the failed incarnation are rescued
+            // once its heartbeat is stale, instead of being kept alive by the new one.
+            WorkerBuilder::new(format!("{kind}-{instance}-{restarts}"))
+                .backend(backend)
+                .concurrency(concurrency)
+                .data(executor.clone())
+                .build(handle_attempt)
+        });
+    }
+    let signal = shutdown.clone();
+    monitor
+        .should_restart(move |worker, error| {
+            tracing::warn!(worker = worker.name(), %error, "worker stopped; restarting");
+            !signal.is_cancelled()
+        })
+        .shutdown_timeout(config.shutdown_grace)
+        .run_with_signal(async move {
+            shutdown.cancelled().await;
+            Ok(())
+        })
+        .await?;
+    tracing::info!("workers stopped");
+    Ok(())
+}
+
+/// The apalis handler: one attempt of one job.
+async fn handle_attempt(
+    args: AttemptArgs,
+    task_id: TaskId,
+    worker: WorkerContext,
+    executor: Data<Arc<Executor>>,
+) -> Result<(), BoxDynError> {
+    executor
+        .run_attempt(args.job_id, &task_id.to_string(), worker.name())
+        .await
+        .map_err(Into::into)
+}
+
+/// Unique per process, so worker names never collide across processes or restarts.
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+    let suffix: u32 = rand::random::<u32>() % 0x10000;
+    format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
+/// Back-off before a restarted worker touches the database again.
+fn restart_delay(restarts: usize) -> Duration {
+    if restarts == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(100 << restarts.min(5))
+    }
+}
