@@ -16,12 +16,13 @@ use crate::config::{EmailConfig, ServeConfig};
 use crate::jobs::email::Mailer;
 use crate::{api, worker};
 
-/// A running jobq process: its HTTP server is bound, its workers started.
+/// A running jobq process: its HTTP server is bound, its workers started. Dropping it starts
+/// a graceful shutdown.
 pub struct App {
     addr: SocketAddr,
     shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
-    workers: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Runs the parts, then closes the pool.
+    done: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl App {
@@ -60,7 +61,7 @@ impl App {
             None
         };
 
-        let routes = api::routes(pool, config.api.clone(), config.role);
+        let routes = api::routes(pool.clone(), config.api.clone(), config.role);
         let token = shutdown.clone();
         let grace = config.shutdown_grace;
         let server = tokio::spawn(async move {
@@ -70,11 +71,19 @@ impl App {
                 .context("HTTP server failed")
         });
         tracing::info!(%addr, role = ?config.role, "jobq listening");
+
+        let done = tokio::spawn(async move {
+            let served = server.await.context("HTTP server task panicked")?;
+            if let Some(workers) = workers {
+                workers.await.context("worker task panicked")??;
+            }
+            pool.close().await;
+            served
+        });
         Ok(Self {
             addr,
             shutdown,
-            server,
-            workers,
+            done: Some(done),
         })
     }
 
@@ -83,12 +92,11 @@ impl App {
     }
 
     /// Waits until the shutdown token is cancelled and every part has stopped.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let server = self.server.await.context("HTTP server task panicked")?;
-        if let Some(workers) = self.workers {
-            workers.await.context("worker task panicked")??;
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.done.take() {
+            Some(done) => done.await.context("jobq task panicked")?,
+            None => Ok(()),
         }
-        server
     }
 
     /// Starts a graceful shutdown and waits for it, at most `timeout`.
@@ -97,6 +105,12 @@ impl App {
         tokio::time::timeout(timeout, self.wait())
             .await
             .context("shutdown timed out")?
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 

@@ -71,6 +71,15 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             None,
         ));
     }
+    // serde would read a JSON array into a struct by position; the API takes objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(e) => invalid_json(&e),
+                Ok(_) => ApiError::validation("body", "must be a JSON object"),
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let err = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => {
@@ -87,10 +96,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if inner.is_syntax() || inner.is_eof() || inner.is_io() {
         return Err(invalid_json(&inner));
     }
-    // serde names a missing or unknown field in the message, at the path of its object.
-    let named = backticked(&message)
-        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
-    let field = match (path.as_str(), named) {
+    // A missing field is reported at the path of its object, with its name in the message;
+    // every other error (unknown field included) at the path of the field itself.
+    let missing = backticked(&message).filter(|_| message.starts_with("missing field"));
+    let field = match (path.as_str(), missing) {
         (".", Some(name)) => name.to_owned(),
         (p, Some(name)) => format!("{p}.{name}"),
         (".", None) => "body".to_owned(),

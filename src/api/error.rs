@@ -134,7 +134,9 @@ pub async fn into_response(err: poem::Error) -> Response {
         return err.into_response();
     }
     let api = if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        ApiError::bad_request("invalid_parameter", e.to_string(), Some(e.name))
+        let name = path_parameter_name(e.name);
+        let message = format!("invalid {name}: {}", e.reason);
+        ApiError::bad_request("invalid_parameter", message, Some(name))
     } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
         ApiError::bad_request("invalid_parameter", e.to_string(), Some(e.name))
     } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
@@ -161,6 +163,15 @@ pub async fn into_response(err: poem::Error) -> Response {
         ApiError::internal(&err)
     };
     api.into_response()
+}
+
+/// poem-openapi names path parameters `param0`, `param1`, ... by position when it reports them.
+/// Every path of this API has at most one parameter, the job id.
+fn path_parameter_name(internal: &str) -> &str {
+    match internal {
+        "param0" => "id",
+        other => other,
+    }
 }
 
 /// An error body with a status outside [`ApiError`] (only for routing errors).

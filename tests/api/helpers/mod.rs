@@ -1,0 +1,30 @@
+//! `spawn_app` and friends: a real jobq on a fresh database, a real SMTP server, the real binary.
+
+mod app;
+mod process;
+mod smtp;
+
+pub use app::{TestApp, spawn_app, spawn_app_with, start_app};
+pub use process::JobqProcess;
+pub use smtp::{SmtpServer, closed_port};
+
+use std::time::{Duration, Instant};
+
+/// Polls `probe` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,97 @@
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use mailin_embedded::response::{INTERNAL_ERROR, OK};
+use mailin_embedded::{Handler, Response, Server};
+
+/// A real SMTP server on loopback (mailin), recording every message it accepts.
+/// It runs on its own threads until the test process ends.
+pub struct SmtpServer {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Clone)]
+struct Recorder {
+    messages: Arc<Mutex<Vec<String>>>,
+    current: Vec<u8>,
+    reject_recipients: bool,
+}
+
+impl Handler for Recorder {
+    fn rcpt(&mut self, _to: &str) -> Response {
+        if self.reject_recipients {
+            mailin_embedded::response::NO_MAILBOX
+        } else {
+            OK
+        }
+    }
+
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
+        self.current.clear();
+        OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        match self.messages.lock() {
+            Ok(mut m) => {
+                m.push(String::from_utf8_lossy(&self.current).into_owned());
+                OK
+            }
+            Err(_) => INTERNAL_ERROR,
+        }
+    }
+}
+
+impl SmtpServer {
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that rejects every recipient with a permanent 5xx.
+    pub fn rejecting() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(reject_recipients: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP port");
+        let port = listener.local_addr().expect("local addr").port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            messages: messages.clone(),
+            current: Vec::new(),
+            reject_recipients,
+        };
+        let mut server = Server::new(recorder);
+        server.with_name("test-smtp").with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        Self { port, messages }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().expect("messages lock").clone()
+    }
+}
+
+/// A loopback port with nothing listening: connections are refused.
+pub fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").port()
+}

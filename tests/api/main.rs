@@ -1,0 +1,15 @@
+//! Integration tests: each starts the real app (random port, fresh database) and talks HTTP to it.
+// In tests an unwrap that fails is a test failure with a backtrace, which is what we want.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod email;
+mod hash;
+mod idempotency;
+mod long_running;
+mod process;
+mod reads;
+mod retries;
+mod spec;
+mod validation;

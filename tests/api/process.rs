@@ -1,0 +1,163 @@
+//! The real binary as a child process: crash (kill -9) and graceful stop (SIGTERM).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{JobqProcess, eventually};
+
+const FLAGS: &[&str] = &[
+    "--heartbeat-interval",
+    "1s",
+    "--missed-heartbeats",
+    "2",
+    "--poll-interval",
+    "200ms",
+    "--progress-interval",
+    "50ms",
+    "--shutdown-grace",
+    "5s",
+];
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn enqueue_long_running(base: &str, steps: u32, step_ms: u32) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs/long-running"))
+        .json(&json!({"steps": steps, "step_duration_ms": step_ms}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn progress_at_least(base: &str, id: &str, n: u64) -> u64 {
+    eventually(Duration::from_secs(30), "progress", || async {
+        let job = get(base, &format!("/v1/jobs/{id}")).await;
+        let done = job["progress"]["done"].as_u64().unwrap();
+        (done >= n).then_some(done)
+    })
+    .await
+}
+
+async fn wait_finished(base: &str, id: &str) -> Value {
+    eventually(Duration::from_secs(60), "the job to finish", || async {
+        let job = get(base, &format!("/v1/jobs/{id}")).await;
+        let status = job["status"].as_str().unwrap().to_owned();
+        matches!(status.as_str(), "succeeded" | "failed" | "cancelled").then_some(job)
+    })
+    .await
+}
+
+async fn events(base: &str, id: &str) -> Vec<Value> {
+    get(base, &format!("/v1/jobs/{id}/events?limit=200")).await["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_killed_worker_process_is_replaced_and_the_job_resumes_from_its_checkpoint(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let mut first = JobqProcess::start(&db, FLAGS).await;
+    let id = enqueue_long_running(&first.base, 30, 100).await;
+    let checkpoint = progress_at_least(&first.base, &id, 5).await;
+    first.kill();
+
+    let second = JobqProcess::start(&db, FLAGS).await;
+    let job = wait_finished(&second.base, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", second.logs());
+    assert_eq!(job["result"]["steps_completed"], 30);
+    assert_eq!(
+        job["attempt"], 2,
+        "the lost attempt counts, the rescue is the second"
+    );
+
+    let events = events(&second.base, &id).await;
+    let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "started").collect();
+    assert_eq!(starts.len(), 2, "{events:#?}");
+    assert_eq!(starts[1]["data"]["rescued"], true);
+    let resumed_from = starts[1]["data"]["resumed_from"].as_u64().unwrap();
+    assert!(
+        resumed_from >= checkpoint,
+        "resumed from step {resumed_from}, but step {checkpoint} was already durable"
+    );
+    // The rescued attempt went on from the checkpoint instead of starting over.
+    let rescue_at = events.iter().position(|e| e == starts[1]).unwrap();
+    let first_progress = events[rescue_at..]
+        .iter()
+        .find(|e| e["type"] == "progress")
+        .map(|e| e["data"]["done"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(first_progress, resumed_from + 1);
+    assert_eq!(
+        events.iter().filter(|e| e["type"] == "succeeded").count(),
+        1
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_releases_a_running_job_at_a_safe_point_and_exits_zero(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let mut first = JobqProcess::start(&db, FLAGS).await;
+    let id = enqueue_long_running(&first.base, 40, 100).await;
+    progress_at_least(&first.base, &id, 3).await;
+
+    let status = first.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}\n{}", first.logs());
+
+    // Back in the queue with its checkpoint, its attempt not spent.
+    let second = JobqProcess::start(&db, &[FLAGS, &["--role", "api"]].concat()).await;
+    let job = get(&second.base, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(job["attempt"], 0);
+    let saved = job["progress"]["done"].as_u64().unwrap();
+    assert!(saved >= 3, "checkpoint kept: {job}");
+    let released = events(&second.base, &id).await;
+    let last = released.last().unwrap();
+    assert_eq!(last["type"], "queued");
+    assert_eq!(last["data"]["reason"], "worker shutdown");
+    drop(second);
+
+    // A new worker finishes it from the checkpoint.
+    let third = JobqProcess::start(&db, FLAGS).await;
+    let job = wait_finished(&third.base, &id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempt"], 1);
+    let starts: Vec<Value> = events(&third.base, &id)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "started")
+        .collect();
+    assert_eq!(
+        starts.last().unwrap()["data"]["resumed_from"].as_u64(),
+        Some(saved)
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_on_an_idle_process_exits_zero_quickly(_: PgPoolOptions, db: PgConnectOptions) {
+    let mut process = JobqProcess::start(&db, FLAGS).await;
+    let started = std::time::Instant::now();
+    let status = process.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", process.logs());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
