@@ -60,9 +60,12 @@ pub async fn run(
             instance.clone(),
         );
         monitor = monitor.register(move |restarts| {
+            // Never fetch more than can run: entries fetched but waiting for a slot are locked
+            // to this worker and cannot be taken by an idle one elsewhere.
+            let batch = (w.fetch_batch_size as usize).min(concurrency);
             let queue = apalis_postgres::Config::default()
                 .queue(kind.queue())
-                .batch_size(w.fetch_batch_size as usize)
+                .batch_size(batch)
                 .heartbeat_interval(w.heartbeat_interval)
                 .missed_heartbeats(w.missed_heartbeats)
                 // Fetching already locks an entry to this worker; a second write per job for

@@ -13,3 +13,4 @@ mod reads;
 mod retries;
 mod spec;
 mod validation;
+mod workers;
