@@ -22,27 +22,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the database could not be reached (as opposed to a query it refused):
-    /// worth waiting and trying again.
+    /// True when the database could not be reached: worth waiting and trying again.
     pub fn is_unavailable(&self) -> bool {
-        let db = match self {
-            StoreError::Db(e) => e,
-            StoreError::Queue(apalis_postgres::Error::Database(e)) => e,
-            StoreError::Queue(_) => return false,
-        };
-        match db {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_) => true,
-            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
-            // 08xxx connection exceptions.
-            sqlx::Error::Database(e) => e
-                .code()
-                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
-            _ => false,
+        match self {
+            StoreError::Db(e) | StoreError::Queue(apalis_postgres::Error::Database(e)) => {
+                crate::store::is_unavailable(e)
+            }
+            StoreError::Queue(_) => false,
         }
     }
 }

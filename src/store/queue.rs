@@ -67,14 +67,12 @@ pub async fn prune_finished(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    // Workers of processes long gone, holding nothing.
+    // Workers of processes long gone that no entry refers to any more (lock_by is a foreign key).
     sqlx::query!(
         r#"
         DELETE FROM apalis.workers w
         WHERE w.last_seen < now() - interval '1 day'
-          AND NOT EXISTS (
-              SELECT 1 FROM apalis.jobs j
-              WHERE j.lock_by = w.id AND j.status IN ('Queued', 'Running'))
+          AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
         "#
     )
     .execute(&mut *conn)
@@ -96,5 +94,28 @@ pub async fn analyze(conn: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::query("ANALYZE apalis.jobs, jobq.jobs")
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Registers (or re-registers) an apalis worker as alive now.
+pub async fn register_worker(
+    conn: &mut PgConnection,
+    worker: &str,
+    queue: &str,
+    service: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+        VALUES ($1, $2, 'jobq', $3, now())
+        ON CONFLICT (id) DO UPDATE
+        SET worker_type = EXCLUDED.worker_type, layers = EXCLUDED.layers, last_seen = now()
+        "#,
+        worker,
+        queue,
+        service
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

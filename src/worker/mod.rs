@@ -1,6 +1,7 @@
 //! The workers: one apalis worker per job kind on apalis-postgres, under an apalis Monitor that
 //! restarts a worker whose backend failed (e.g. Postgres restarted) and stops them all on shutdown.
 
+mod backend;
 mod executor;
 mod maintenance;
 mod wake;
@@ -12,7 +13,6 @@ use apalis::layers::WorkerBuilderExt as _;
 use apalis::prelude::{
     BackendExt as _, BoxDynError, Data, Monitor, TaskId, WorkerBuilder, WorkerContext,
 };
-use apalis_postgres::PostgresStorage;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use crate::domain::JobKind;
 use crate::jobs::email::Mailer;
 use crate::store::queue::AttemptArgs;
 
+use backend::QueueBackend;
 pub use executor::Executor;
 pub use wake::Notifier;
 
@@ -72,9 +73,8 @@ pub async fn run(
                 // apalis' own `Running` status would buy nothing.
                 .lock_tasks(false);
             let delay = restart_delay(restarts);
-            let backend = PostgresStorage::<AttemptArgs>::new(&pool)
-                .with_config(queue)
-                .poll_with_strategy(notifier.strategy(kind.queue(), w.poll_interval))
+            let wake = notifier.subscribe(kind.queue());
+            let backend = QueueBackend::new(pool.clone(), queue, wake, w.poll_interval)
                 .before_start(move |_| async move {
                     tokio::time::sleep(delay).await;
                     Ok(())

@@ -1,27 +1,22 @@
-//! When a worker fetches. apalis-postgres fetches whenever the worker is woken; this wakes it
-//! on Postgres NOTIFY (apalis' insert trigger, at commit: pickup in milliseconds) and on a
-//! backstop interval (retries falling due, notifications lost while disconnected).
-//!
-//! One LISTEN connection per process serves all queues and reconnects by itself; after every
-//! (re)connect all workers are woken, since notifications sent meanwhile are gone.
+//! Wake-ups for the workers: one LISTEN connection per process receives apalis-postgres' insert
+//! notifications (sent at commit) and bumps a per-queue generation counter that the queue's
+//! backends wait on. The connection reconnects by itself; after every (re)connect all queues are
+//! bumped, since notifications sent meanwhile are gone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy};
 use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::mpsc;
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// apalis-postgres' trigger notifies this channel for every entry inserted due now.
 const INSERT_CHANNEL: &str = "apalis::job::insert";
 
-type Subscribers = Arc<Mutex<HashMap<String, Vec<mpsc::Sender<()>>>>>;
+type Subscribers = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
 
 #[derive(Clone)]
 pub struct Notifier {
@@ -43,30 +38,27 @@ impl Notifier {
         notifier
     }
 
-    /// A poll strategy for a worker of `queue`.
-    pub fn strategy(&self, queue: &str, poll_interval: Duration) -> WakeStrategy {
-        // One pending wake-up is enough: a fetch takes everything that is due.
-        let (tx, rx) = mpsc::channel(1);
-        if let Ok(mut subs) = self.subscribers.lock() {
-            let list = subs.entry(queue.to_owned()).or_default();
-            list.retain(|s| !s.is_closed());
-            list.push(tx);
+    /// A receiver that changes whenever an entry of `queue` may have become available.
+    pub fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
+        match self.subscribers.lock() {
+            Ok(mut subs) => subs
+                .entry(queue.to_owned())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe(),
+            // Poisoned (a panic while holding it): a receiver that never changes still works,
+            // the backstop poll picks the jobs up.
+            Err(_) => watch::channel(0).1,
         }
-        let mut interval = tokio::time::interval(poll_interval);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        WakeStrategy { rx, interval }
     }
 
     fn wake(&self, queue: Option<&str>) {
         let Ok(subs) = self.subscribers.lock() else {
             return;
         };
-        let targets = subs
-            .iter()
-            .filter(|(q, _)| queue.is_none_or(|want| want == q.as_str()))
-            .flat_map(|(_, list)| list.iter());
-        for s in targets {
-            let _ = s.try_send(());
+        for (q, tx) in subs.iter() {
+            if queue.is_none_or(|want| want == q) {
+                tx.send_modify(|generation| *generation = generation.wrapping_add(1));
+            }
         }
     }
 
@@ -117,28 +109,4 @@ async fn connect(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(INSERT_CHANNEL).await?;
     Ok(listener)
-}
-
-/// Wakes a worker on a notification for its queue or on the backstop interval. Both sources
-/// are drained until they return `Pending`, so their wakers are always registered.
-pub struct WakeStrategy {
-    rx: mpsc::Receiver<()>,
-    interval: Interval,
-}
-
-impl PollStrategy for WakeStrategy {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        let mut woken = false;
-        while let Poll::Ready(Some(())) = self.rx.poll_recv(cx) {
-            woken = true;
-        }
-        while self.interval.poll_tick(cx).is_ready() {
-            woken = true;
-        }
-        if woken {
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
-    }
 }

@@ -1,0 +1,282 @@
+//! jobq's apalis backend: apalis-postgres' queue tables and SQL (`apalis_postgres::queries`),
+//! driven by apalis-core's `Persisted` state machine, with two things apalis-postgres' own
+//! `PostgresStorage` does not do:
+//!
+//! - **No lost wake-ups.** An empty fetch waits for the next NOTIFY of its queue (or the backstop
+//!   poll) *inside* the fetch, having noted the notification generation before querying, so an
+//!   entry committed while a fetch was in flight is always fetched next. (With a wake-up stream
+//!   beside the backend, a notification consumed during an in-flight fetch was lost.)
+//! - **Postgres outages do not kill the worker.** Fetches and heartbeats that cannot reach the
+//!   database wait and try again instead of ending the worker's stream (apalis-postgres marks the
+//!   backend dead, the worker stops and its running jobs are dropped).
+
+use std::collections::HashSet;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use apalis_codec::json::JsonCodec;
+use apalis_core::backend::finalize::Durable;
+use apalis_core::backend::persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer};
+use apalis_core::backend::{Backend, BackendConfig, WireFormatBackend};
+use apalis_core::task::Task;
+use apalis_core::worker::context::WorkerContext;
+use apalis_postgres::{Config, Error, queries};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use ulid::Ulid;
+
+use crate::store;
+use crate::store::queue::AttemptArgs;
+
+type Entry = Task<Vec<u8>>;
+
+/// How long `handle_events` (acks) keeps retrying while the database is unreachable.
+const ACK_RETRY_FOR: Duration = Duration::from_secs(30);
+
+fn unavailable(e: &Error) -> bool {
+    matches!(e, Error::Database(db) if store::is_unavailable(db))
+}
+
+#[derive(Clone)]
+pub struct QueuePersistence {
+    pool: PgPool,
+    config: Config,
+    wake: watch::Receiver<u64>,
+    poll_interval: Duration,
+}
+
+impl QueuePersistence {
+    async fn fetch_once(&self, worker: &WorkerContext) -> Result<Vec<Entry>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let tasks = queries::fetch_next(&mut *tx, &self.config, worker).await?;
+        tx.commit().await?;
+        Ok(tasks)
+    }
+
+    async fn ack(&self, events: &[TaskEvent<Value>], worker: &WorkerContext) -> Result<(), Error> {
+        let acks: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                TaskEvent::Complete(result) => Some(result),
+                _ => None,
+            })
+            .collect();
+        let acked: HashSet<String> = acks.iter().map(|r| r.task_id().to_string()).collect();
+        let locks: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                TaskEvent::Lock { task_id } => Some(task_id.to_string()),
+                _ => None,
+            })
+            .filter(|id| !acked.contains(id))
+            .collect();
+        if acks.is_empty() && locks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if !acks.is_empty() {
+            queries::handle_results(&mut *tx, &acks, worker.name()).await?;
+        }
+        if !locks.is_empty() {
+            queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn beat(&self, worker: &WorkerContext) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let queue = self.config.queue.as_ref();
+        queries::keep_alive(&mut *tx, queue, worker).await?;
+        queries::reenqueue_orphaned(&mut *tx, queue, self.config.orphaned_duration().as_secs())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Persistence for QueuePersistence {
+    type Compact = Vec<u8>;
+    type Response = Value;
+    type Error = Error;
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let queue = self.config.queue.as_ref();
+        queries::reenqueue_orphaned(&mut *tx, queue, self.config.orphaned_duration().as_secs())
+            .await?;
+        store::queue::register_worker(&mut tx, worker.name(), queue, worker.get_service()).await?;
+        tx.commit().await?;
+        tracing::debug!(worker = worker.name(), "worker registered");
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        match self.beat(worker).await {
+            Err(e) if unavailable(&e) => {
+                tracing::warn!(worker = worker.name(), error = %e, "heartbeat skipped: database unavailable");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Entry>, Error> {
+        // Return empty-handed now and then so that apalis runs heartbeats and acks.
+        let until = Instant::now() + self.config.heartbeat_interval / 2;
+        loop {
+            // Notifications from here on mean "look again", even if they arrive mid-query.
+            self.wake.borrow_and_update();
+            match self.fetch_once(worker).await {
+                Ok(tasks) if !tasks.is_empty() => return Ok(tasks),
+                Ok(_) => {}
+                Err(e) if unavailable(&e) => {
+                    tracing::warn!(worker = worker.name(), error = %e, "fetch failed: database unavailable");
+                }
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            if now >= until || worker.is_shutting_down() {
+                return Ok(Vec::new());
+            }
+            let nap = self.poll_interval.min(until - now);
+            tokio::select! {
+                changed = self.wake.changed() => {
+                    if changed.is_err() {
+                        // The notifier is gone (shutdown): fall back to the poll interval.
+                        tokio::time::sleep(nap).await;
+                    }
+                }
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Entry>,
+        worker: &WorkerContext,
+    ) -> Result<u64, Error> {
+        let ids: Vec<String> = tasks
+            .iter()
+            .filter_map(|t| t.task_id().map(|id| id.to_string()))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let queue = self.config.queue.as_ref();
+        let count = queries::reenqueue_abandoned(&mut *tx, queue, worker.name(), &ids).await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        worker: &WorkerContext,
+    ) -> Result<(), Error> {
+        let until = Instant::now() + ACK_RETRY_FOR;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.ack(&events, worker).await {
+                Err(e) if unavailable(&e) && Instant::now() + wait < until => {
+                    tracing::warn!(worker = worker.name(), error = %e, "ack failed: database unavailable; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn push_tasks(&mut self, tasks: Vec<Entry>) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        queries::push_tasks(&mut *tx, self.config.queue.as_ref(), tasks).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The backend of one jobq worker (one queue).
+pub struct QueueBackend {
+    persistence: Persisted<QueuePersistence>,
+    codec: JsonCodec,
+}
+
+impl QueueBackend {
+    /// `wake` changes whenever an entry may have become available in `config.queue`.
+    pub fn new(
+        pool: PgPool,
+        config: Config,
+        wake: watch::Receiver<u64>,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            persistence: Persisted::new(QueuePersistence {
+                pool,
+                config,
+                wake,
+                poll_interval,
+            }),
+            codec: JsonCodec::default(),
+        }
+    }
+}
+
+impl Backend for QueueBackend {
+    type Task = Entry;
+    type Error = Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        let interval = self.persistence.config.heartbeat_interval;
+        self.persistence.poll_ready(cx, worker, interval)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Entry, Error>>> {
+        self.persistence.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        self.persistence.poll_close(cx, worker)
+    }
+}
+
+impl BackendConfig for QueueBackend {
+    type Args = AttemptArgs;
+    type Kind = Durable;
+    type Id = Ulid;
+    type Config = Config;
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
+
+    fn config(&self) -> &Config {
+        &self.persistence.config
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        let config = self.persistence.config.clone();
+        self.persistence
+            .layer(JsonCodec::<Value>::default(), config.batch_size)
+            .persist_results(config.persist_results)
+            .lock_tasks(config.lock_tasks)
+    }
+}
+
+impl WireFormatBackend for QueueBackend {
+    type Codec = JsonCodec;
+    type Compact = Vec<u8>;
+
+    fn codec(&self) -> &JsonCodec {
+        &self.codec
+    }
+}
