@@ -14,13 +14,6 @@ async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Respo
         .unwrap()
 }
 
-async fn job_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM jobq.jobs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = false)]
 async fn the_same_key_and_body_twice_yields_one_job(_: PgPoolOptions, db: PgConnectOptions) {
     // API only: the job stays queued, so both answers describe the same unchanged job.
@@ -38,12 +31,12 @@ async fn the_same_key_and_body_twice_yields_one_job(_: PgPoolOptions, db: PgConn
     let second: Value = second.json().await.unwrap();
 
     assert_eq!(first["id"], second["id"]);
-    assert_eq!(job_count(&app).await, 1);
-    let queue_entries: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(queue_entries, 1, "one queue entry, not two");
+    assert_eq!(app.count("jobq.jobs").await, 1);
+    assert_eq!(
+        app.count("apalis.jobs").await,
+        1,
+        "one queue entry, not two"
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -57,7 +50,7 @@ async fn the_same_key_with_a_different_body_is_a_conflict(_: PgPoolOptions, db: 
     let err: Value = other.json().await.unwrap();
     assert_eq!(err["code"], "idempotency_key_reused");
     assert_eq!(err["field"], "Idempotency-Key");
-    assert_eq!(job_count(&app).await, 1);
+    assert_eq!(app.count("jobq.jobs").await, 1);
 }
 
 #[sqlx::test(migrations = false)]
@@ -74,5 +67,5 @@ async fn concurrent_requests_with_one_key_create_one_job(_: PgPoolOptions, db: P
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "all eight answers name one job");
-    assert_eq!(job_count(&app).await, 1);
+    assert_eq!(app.count("jobq.jobs").await, 1);
 }

@@ -161,3 +161,60 @@ async fn sigterm_on_an_idle_process_exits_zero_quickly(_: PgPoolOptions, db: PgC
         started.elapsed()
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn migrate_and_serve_create_a_missing_database(_: PgPoolOptions, db: PgConnectOptions) {
+    let name = format!("jobq_fresh_{}", uuid::Uuid::now_v7().simple());
+    let fresh = db.clone().database(&name);
+    let url = crate::helpers::database_url(&fresh);
+
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .args(["migrate", "--database-url", &url])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pool = PgPoolOptions::new()
+        .connect_with(fresh.clone())
+        .await
+        .unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables
+         WHERE table_schema IN ('jobq', 'apalis') AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for t in [
+        "apalis.jobs",
+        "apalis.workers",
+        "jobq.job_events",
+        "jobq.jobs",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
+    }
+    pool.close().await;
+    let admin = PgPoolOptions::new().connect_with(db).await.unwrap();
+    // The name is ours (a UUID), not user input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+
+    // `serve` on a database that does not exist creates it too, and runs a job on it.
+    let process = JobqProcess::start(&fresh, FLAGS).await;
+    let id = enqueue_long_running(&process.base, 1, 0).await;
+    assert_eq!(
+        wait_finished(&process.base, &id).await["status"],
+        "succeeded"
+    );
+    drop(process);
+    // The name is ours (a UUID), not user input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}

@@ -1,14 +1,9 @@
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{closed_port, spawn_app_with};
-
-fn time(v: &Value) -> DateTime<Utc> {
-    v.as_str().unwrap().parse().unwrap()
-}
+use crate::helpers::{closed_port, spawn_app_with, time};
 
 #[sqlx::test(migrations = false)]
 async fn a_refused_smtp_connection_retries_with_growing_delays_then_fails(

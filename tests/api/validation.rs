@@ -3,15 +3,9 @@
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::spawn_app_with;
 
-async fn assert_error(
-    app: &TestApp,
-    resp: reqwest::Response,
-    status: u16,
-    field: Option<&str>,
-    case: &str,
-) {
+async fn assert_error(resp: reqwest::Response, status: u16, field: Option<&str>, case: &str) {
     let got = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     assert_eq!(got, status, "{case}: {text}");
@@ -22,7 +16,6 @@ async fn assert_error(
         "{case}: {body}"
     );
     assert_eq!(body["field"].as_str(), field, "{case}: {body}");
-    let _ = app;
 }
 
 #[sqlx::test(migrations = false)]
@@ -199,19 +192,19 @@ async fn invalid_bodies_of_each_kind_are_refused_naming_the_field(
     ];
     for (case, path, body, status, field) in cases {
         let resp = app.post(path, &body).await;
-        assert_error(&app, resp, status, field, case).await;
+        assert_error(resp, status, field, case).await;
     }
 
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobq.jobs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 0, "no refused request left a job behind");
-    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(entries, 0, "no refused request left a queue entry behind");
+    assert_eq!(
+        app.count("jobq.jobs").await,
+        0,
+        "no refused request left a job behind"
+    );
+    assert_eq!(
+        app.count("apalis.jobs").await,
+        0,
+        "no refused request left a queue entry"
+    );
 }
 
 #[sqlx::test(migrations = false)]
@@ -228,20 +221,20 @@ async fn malformed_requests_get_clear_4xx_answers(_: PgPoolOptions, db: PgConnec
     let resp = raw("/v1/jobs/hash", "application/json", b"{\"data\": ".to_vec())
         .await
         .unwrap();
-    assert_error(&app, resp, 400, None, "truncated JSON").await;
+    assert_error(resp, 400, None, "truncated JSON").await;
     let resp = raw("/v1/jobs/hash", "application/json", Vec::new())
         .await
         .unwrap();
-    assert_error(&app, resp, 400, None, "empty body").await;
+    assert_error(resp, 400, None, "empty body").await;
     let resp = raw("/v1/jobs/hash", "text/plain", b"data1".to_vec())
         .await
         .unwrap();
-    assert_error(&app, resp, 415, Some("Content-Type"), "wrong content type").await;
+    assert_error(resp, 415, Some("Content-Type"), "wrong content type").await;
     let big = format!("{{\"data\": \"{}\"}}", "a".repeat(3 * 1024 * 1024));
     let resp = raw("/v1/jobs/hash", "application/json", big.into_bytes())
         .await
         .unwrap();
-    assert_error(&app, resp, 413, None, "oversized body").await;
+    assert_error(resp, 413, None, "oversized body").await;
     let resp = raw(
         "/v1/jobs/long-running",
         "application/json",
@@ -249,7 +242,7 @@ async fn malformed_requests_get_clear_4xx_answers(_: PgPoolOptions, db: PgConnec
     )
     .await
     .unwrap();
-    assert_error(&app, resp, 413, None, "oversized for this endpoint").await;
+    assert_error(resp, 413, None, "oversized for this endpoint").await;
 
     let resp = app
         .client
@@ -259,14 +252,7 @@ async fn malformed_requests_get_clear_4xx_answers(_: PgPoolOptions, db: PgConnec
         .send()
         .await
         .unwrap();
-    assert_error(
-        &app,
-        resp,
-        400,
-        Some("Idempotency-Key"),
-        "bad idempotency key",
-    )
-    .await;
+    assert_error(resp, 400, Some("Idempotency-Key"), "bad idempotency key").await;
 
     let unknown = uuid::Uuid::now_v7();
     let cases: Vec<(String, u16, Option<&str>)> = vec![
@@ -288,6 +274,6 @@ async fn malformed_requests_get_clear_4xx_answers(_: PgPoolOptions, db: PgConnec
     ];
     for (path, status, field) in cases {
         let resp = app.get(&path).await;
-        assert_error(&app, resp, status, field, &path).await;
+        assert_error(resp, status, field, &path).await;
     }
 }

@@ -1,14 +1,9 @@
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{eventually, spawn_app_with};
-
-fn time(v: &Value) -> DateTime<Utc> {
-    v.as_str().unwrap().parse().unwrap()
-}
+use crate::helpers::{eventually, spawn_app_with, time};
 
 #[sqlx::test(migrations = false)]
 async fn a_new_job_is_picked_up_through_notify_not_by_polling(

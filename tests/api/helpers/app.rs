@@ -140,4 +140,15 @@ impl TestApp {
         })
         .await
     }
+
+    /// Rows in `table` (a fixed name from the test itself).
+    pub async fn count(&self, table: &'static str) -> i64 {
+        let sql = match table {
+            "jobq.jobs" => "SELECT count(*) FROM jobq.jobs",
+            "jobq.job_events" => "SELECT count(*) FROM jobq.job_events",
+            "apalis.jobs" => "SELECT count(*) FROM apalis.jobs",
+            other => panic!("no count query for {other}"),
+        };
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
 }

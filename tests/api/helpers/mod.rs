@@ -5,7 +5,7 @@ mod process;
 mod smtp;
 
 pub use app::{TestApp, spawn_app, spawn_app_with, start_app};
-pub use process::JobqProcess;
+pub use process::{JobqProcess, database_url};
 pub use smtp::{SmtpServer, closed_port};
 
 use std::time::{Duration, Instant};
@@ -27,4 +27,11 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An RFC 3339 timestamp from a JSON response.
+pub fn time(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a timestamp: {v}"))
 }
