@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{EmailConfig, ServeConfig};
+use crate::events::EventHub;
 use crate::jobs::email::Mailer;
 use crate::{api, worker};
 
@@ -61,7 +62,14 @@ impl App {
             None
         };
 
-        let routes = api::routes(pool.clone(), config.api.clone(), config.role);
+        let events = config.role.runs_api().then(|| api::events::EventsState {
+            hub: EventHub::start(pool.clone(), shutdown.clone()),
+            pool: pool.clone(),
+            shutdown: shutdown.clone(),
+            send_timeout: config.api.ws_send_timeout,
+            ping_interval: config.api.ws_ping_interval,
+        });
+        let routes = api::routes(pool.clone(), config.api.clone(), config.role, events);
         let token = shutdown.clone();
         let grace = config.shutdown_grace;
         let server = tokio::spawn(async move {

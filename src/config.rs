@@ -81,6 +81,26 @@ pub struct ApiConfig {
     #[arg(long, env = "JOBQ_DEFAULT_MAX_ATTEMPTS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=MAX_ATTEMPTS_LIMIT as i64))]
     pub default_max_attempts: u32,
+    /// A WebSocket client whose socket accepts nothing for this long is told to resume later
+    /// and disconnected.
+    #[arg(long, env = "JOBQ_WS_SEND_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub ws_send_timeout: Duration,
+    /// The server pings each WebSocket client this often; a client silent for three intervals
+    /// is disconnected (close code 4000).
+    #[arg(long, env = "JOBQ_WS_PING_INTERVAL", default_value = "20s", value_parser = duration)]
+    pub ws_ping_interval: Duration,
+}
+
+impl ApiConfig {
+    /// Settings for places that need no real configuration (printing the spec).
+    pub fn placeholder() -> Self {
+        Self {
+            hash_max_input_bytes: 0,
+            default_max_attempts: 1,
+            ws_send_timeout: Duration::from_secs(10),
+            ws_ping_interval: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Upper bound of `max_attempts` on any job.

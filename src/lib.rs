@@ -13,6 +13,8 @@ pub mod config;
 pub mod db;
 /// Pure job vocabulary and rules.
 pub mod domain;
+/// Live job events: the log reader and the WebSocket sessions.
+pub mod events;
 /// The job kinds: payloads, parsing, running.
 pub mod jobs;
 /// State changes of a job, one transaction each.

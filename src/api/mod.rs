@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod models;
@@ -43,21 +44,23 @@ fn service(pool: PgPool, config: ApiConfig) -> OpenApiService<(JobsApi, HealthAp
 pub fn spec_json() -> String {
     // The spec needs no database; a lazy pool never connects.
     let pool = PgPool::connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
-    let config = ApiConfig {
-        hash_max_input_bytes: 0,
-        default_max_attempts: 1,
-    };
-    service(pool, config).spec()
+    service(pool, ApiConfig::placeholder()).spec()
 }
 
-/// All routes of a process in `role`: the API (`/v1`, `/docs`, `/openapi.json`) for `all` and
-/// `api`; only the health probes for `worker`.
-pub fn routes(pool: PgPool, config: ApiConfig, role: Role) -> impl Endpoint {
-    let route = if role.runs_api() {
+/// All routes of a process: the API (`/v1`, the event WebSocket, `/docs`, `/openapi.json`) when
+/// `events` is given (roles `all` and `api`); only the health probes otherwise.
+pub fn routes(
+    pool: PgPool,
+    config: ApiConfig,
+    role: Role,
+    events: Option<events::EventsState>,
+) -> impl Endpoint {
+    let route = if let (true, Some(events)) = (role.runs_api(), events) {
         let api = service(pool, config);
         let docs = api.swagger_ui();
         let spec = api.spec_endpoint();
         Route::new()
+            .at("/v1/events", poem::get(events::events.data(events)))
             .nest("/docs", docs)
             .at("/openapi.json", spec)
             .nest("/", api)

@@ -11,6 +11,8 @@ use crate::store::JobRow;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
     pub id: i64,
+    /// The writing transaction (`xid8`, as a number): with `id`, the event's [`Position`].
+    pub xid: i64,
     pub job_id: Uuid,
     pub kind: String,
     #[sqlx(rename = "type")]
@@ -45,7 +47,8 @@ pub async fn insert(
     .await
 }
 
-/// A job's events after event id `after`, oldest first.
+/// A job's events after event id `after`, oldest first. (One job's changes are serialised by its
+/// row lock, so within a job the id order is the commit order.)
 pub async fn list_for_job(
     ex: impl PgExecutor<'_>,
     job_id: Uuid,
@@ -55,7 +58,8 @@ pub async fn list_for_job(
     sqlx::query_as!(
         EventRow,
         r#"
-        SELECT id, job_id, kind, type AS event_type, status, data, owner, created_at
+        SELECT id, xid::text::bigint AS "xid!", job_id, kind, type AS event_type, status, data,
+               owner, created_at
         FROM jobq.job_events
         WHERE job_id = $1 AND id > $2
         ORDER BY id
@@ -67,4 +71,91 @@ pub async fn list_for_job(
     )
     .fetch_all(ex)
     .await
+}
+
+/// Where an event stands in the order of delivery: by writing transaction, then by id.
+/// Events below the horizon (the oldest transaction still running) are final: nothing that
+/// commits later can sort before them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub xid: i64,
+    pub id: i64,
+}
+
+impl EventRow {
+    pub fn position(&self) -> Position {
+        Position {
+            xid: self.xid,
+            id: self.id,
+        }
+    }
+}
+
+/// Final events after `after`, in delivery order.
+pub async fn page_after(
+    ex: impl PgExecutor<'_>,
+    after: Position,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"
+        SELECT id, xid::text::bigint AS "xid!", job_id, kind, type AS event_type, status, data,
+               owner, created_at
+        FROM jobq.job_events
+        WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint)
+          AND xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid, id
+        LIMIT $3
+        "#,
+        after.xid,
+        after.id,
+        limit
+    )
+    .fetch_all(ex)
+    .await
+}
+
+/// The position of event `id`, if it is in the log.
+pub async fn position_of(ex: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<Position>> {
+    let row = sqlx::query!(
+        r#"SELECT xid::text::bigint AS "xid!" FROM jobq.job_events WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|r| Position { xid: r.xid, id }))
+}
+
+/// The position of the newest final event; the default position when there is none.
+pub async fn head(ex: impl PgExecutor<'_>) -> sqlx::Result<Position> {
+    let row = sqlx::query!(
+        r#"
+        SELECT xid::text::bigint AS "xid!", id FROM jobq.job_events
+        WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid DESC, id DESC
+        LIMIT 1
+        "#
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map_or_else(Position::default, |r| Position {
+        xid: r.xid,
+        id: r.id,
+    }))
+}
+
+/// Whether committed events wait behind a transaction that is still running.
+pub async fn held_back(ex: impl PgExecutor<'_>) -> sqlx::Result<bool> {
+    let held = sqlx::query_scalar!(
+        r#"
+        SELECT EXISTS (
+            SELECT 1 FROM jobq.job_events
+            WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())
+        ) AS "held!"
+        "#
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok(held)
 }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod email;
+mod events;
 mod hash;
 mod idempotency;
 mod long_running;

@@ -3,10 +3,12 @@
 mod app;
 mod process;
 mod smtp;
+mod ws;
 
 pub use app::{TestApp, spawn_app, spawn_app_with, start_app};
 pub use process::{JobqProcess, database_url};
 pub use smtp::{SmtpServer, closed_port};
+pub use ws::{Ended, WsClient};
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,417 @@
+//! The event WebSocket, with a real client.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, spawn_app_with};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn enqueue_steps(app: &TestApp, steps: u32, step_ms: u32) -> String {
+    let job = app
+        .enqueue(
+            "/v1/jobs/long-running",
+            json!({"steps": steps, "step_duration_ms": step_ms}),
+        )
+        .await;
+    job["id"].as_str().unwrap().to_owned()
+}
+
+fn is_terminal_of(id: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |e| {
+        e["job_id"] == id
+            && matches!(
+                e["type"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+    }
+}
+
+fn ids(events: &[Value]) -> Vec<i64> {
+    events.iter().map(|e| e["id"].as_i64().unwrap()).collect()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_subscriber_sees_a_long_running_job_from_queued_to_succeeded_in_order(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &["--progress-interval", "0ms"]).await;
+    let mut ws = WsClient::connect(&app.base, "").await;
+    ws.expect("subscribed").await;
+
+    let id = enqueue_steps(&app, 5, 40).await;
+    let events = ws.events_until(WAIT, is_terminal_of(&id)).await;
+
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "queued",
+            "started",
+            "progress",
+            "progress",
+            "progress",
+            "progress",
+            "progress",
+            "succeeded"
+        ]
+    );
+    let done: Vec<u64> = events[2..7]
+        .iter()
+        .map(|e| e["data"]["done"].as_u64().unwrap())
+        .collect();
+    assert_eq!(done, [1, 2, 3, 4, 5]);
+    assert!(ids(&events).windows(2).all(|w| w[0] < w[1]));
+    // Exactly the log, in the REST shape.
+    assert_eq!(events, app.events(&id).await);
+}
+
+#[sqlx::test(migrations = false)]
+async fn filters_select_jobs_and_kinds_and_change_on_an_open_socket(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &[]).await;
+    let a = enqueue_steps(&app, 4, 30).await;
+    let b = enqueue_steps(&app, 4, 30).await;
+
+    // One job, replayed from the start of the log.
+    let mut only_a = WsClient::connect(&app.base, &format!("?job_ids={a}&after=0")).await;
+    only_a.expect("subscribed").await;
+    let events = only_a.events_until(WAIT, is_terminal_of(&a)).await;
+    assert!(
+        events.iter().all(|e| e["job_id"] == a.as_str()),
+        "{events:#?}"
+    );
+
+    // One kind, live.
+    let mut hashes = WsClient::connect(&app.base, "?kinds=hash").await;
+    hashes.expect("subscribed").await;
+    let h = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
+    let h = h["id"].as_str().unwrap().to_owned();
+    let events = hashes.events_until(WAIT, is_terminal_of(&h)).await;
+    assert!(events.iter().all(|e| e["kind"] == "hash"), "{events:#?}");
+
+    // Switch the same socket to job b, replaying its whole history.
+    hashes
+        .send(json!({"type": "subscribe", "job_ids": [b], "after": 0}))
+        .await;
+    let ack = hashes.expect("subscribed").await;
+    assert_eq!(ack["job_ids"], json!([b]));
+    let events = hashes.events_until(WAIT, is_terminal_of(&b)).await;
+    assert!(
+        events.iter().all(|e| e["job_id"] == b.as_str()),
+        "{events:#?}"
+    );
+    assert_eq!(events, app.events(&b).await);
+    hashes.expect("caught_up").await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn reconnecting_with_the_last_id_misses_nothing_and_repeats_nothing(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &["--progress-interval", "0ms"]).await;
+    let mut ws = WsClient::connect(&app.base, "").await;
+    ws.expect("subscribed").await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(enqueue_steps(&app, 10, 30).await);
+    }
+
+    // Read a part, then drop the connection while the jobs go on.
+    let mut received = Vec::new();
+    for _ in 0..12 {
+        let message = ws.next(WAIT).await.unwrap();
+        if message["type"] == "event" {
+            received.push(message["event"].clone());
+        }
+    }
+    let last = received.last().unwrap()["id"].as_i64().unwrap();
+    ws.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut ws = WsClient::connect(&app.base, &format!("?after={last}")).await;
+    let ack = ws.expect("subscribed").await;
+    assert_eq!(ack["after"], last);
+    let mut finished = HashSet::new();
+    let rest = ws
+        .events_until(WAIT, |e| {
+            if matches!(e["type"].as_str(), Some("succeeded")) {
+                finished.insert(e["job_id"].as_str().unwrap().to_owned());
+            }
+            finished.len() == jobs.len()
+        })
+        .await;
+    received.extend(rest);
+
+    let got = ids(&received);
+    let unique: HashSet<i64> = got.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "no event twice");
+    let mut log = Vec::new();
+    for job in &jobs {
+        log.extend(ids(&app.events(job).await));
+    }
+    let log: HashSet<i64> = log.into_iter().collect();
+    assert_eq!(unique, log, "the union of both connections is the log");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_long_uncommitted_event_holds_back_later_ones_so_resuming_never_skips_it(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &["--role", "api"]).await;
+    let job = enqueue_steps(&app, 1, 0).await;
+    let mut ws = WsClient::connect(&app.base, "").await;
+    ws.expect("subscribed").await;
+
+    let insert = "INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
+                  VALUES ($1, 'long_running', 'progress', 'queued', '{}', 'default') RETURNING id";
+    let job_id = Uuid::parse_str(&job).unwrap();
+    // Two interleaved transactions: the first takes the smaller id but commits last.
+    let mut first = app.pool.begin().await.unwrap();
+    let early: i64 = sqlx::query_scalar(insert)
+        .bind(job_id)
+        .fetch_one(&mut *first)
+        .await
+        .unwrap();
+    let mut second = app.pool.begin().await.unwrap();
+    let late: i64 = sqlx::query_scalar(insert)
+        .bind(job_id)
+        .fetch_one(&mut *second)
+        .await
+        .unwrap();
+    assert!(early < late);
+    second.commit().await.unwrap();
+
+    // `late` is committed, but delivering it now would let a client resume "after late" and
+    // never see `early`. It waits.
+    assert_eq!(
+        ws.next(Duration::from_millis(500)).await,
+        Err(Ended::TimedOut)
+    );
+    first.commit().await.unwrap();
+    let events = ws.events_until(WAIT, |e| e["id"] == late).await;
+    assert_eq!(ids(&events), [early, late]);
+
+    let mut resumed = WsClient::connect(&app.base, &format!("?after={early}")).await;
+    resumed.expect("subscribed").await;
+    let events = resumed.events_until(WAIT, |e| e["id"] == late).await;
+    assert_eq!(ids(&events), [late]);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_subscriber_on_an_api_process_receives_the_events_of_a_worker_process(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let api = JobqProcess::start(&db, &["--role", "api"]).await;
+    let worker = JobqProcess::start(&db, &["--role", "worker", "--progress-interval", "0ms"]).await;
+    let mut ws = WsClient::connect(&api.base, "").await;
+    ws.expect("subscribed").await;
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/jobs/long-running", api.base))
+        .json(&json!({"steps": 3, "step_duration_ms": 50}))
+        .send()
+        .await
+        .unwrap();
+    let job: Value = resp.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let events = ws.events_until(WAIT, is_terminal_of(&id)).await;
+
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "queued",
+            "started",
+            "progress",
+            "progress",
+            "progress",
+            "succeeded"
+        ]
+    );
+    let ran_on = events[1]["data"]["worker"].as_str().unwrap();
+    assert!(
+        ran_on.contains(&format!("-{}-", worker.pid())),
+        "run by the worker process: {ran_on}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn protocol_errors_close_with_clear_codes(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, &["--role", "api"]).await;
+
+    let mut ws = WsClient::connect(&app.base, "").await;
+    ws.expect("subscribed").await;
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    ws.send(json!({"type": "subscribe_all"})).await;
+    let error = ws.expect("error").await;
+    assert_eq!(error["code"], "invalid_message");
+    assert_eq!(ws.next(WAIT).await, Err(WsClient::close_code(4400)));
+
+    let mut ws = WsClient::connect(&app.base, "").await;
+    ws.expect("subscribed").await;
+    ws.send(json!({"type": "subscribe", "kinds": ["sms"]}))
+        .await;
+    ws.expect("error").await;
+    assert_eq!(ws.next(WAIT).await, Err(WsClient::close_code(4400)));
+
+    let mut ws = WsClient::connect(&app.base, "").await;
+    ws.expect("subscribed").await;
+    ws.send(json!({"type": "subscribe", "job_ids": ["x".repeat(70_000)]}))
+        .await;
+    let ended = loop {
+        match ws.next(WAIT).await {
+            Ok(m) => assert_eq!(m["type"], "error", "{m}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(ended, WsClient::close_code(1009));
+
+    let mut ws = WsClient::connect(&app.base, "?after=987654321").await;
+    let error = ws.expect("error").await;
+    assert_eq!(error["code"], "unknown_resume_point");
+    assert_eq!(ws.next(WAIT).await, Err(WsClient::close_code(4404)));
+
+    // A bad query parameter is refused before the upgrade.
+    let url = format!("{}/v1/events?kinds=sms", app.base.replacen("http", "ws", 1));
+    let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
+    assert!(refused.to_string().contains("400"), "{refused}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_client_that_stops_reading_neither_stalls_others_nor_grows_server_memory(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let server = JobqProcess::start(
+        &db,
+        &[
+            "--progress-interval",
+            "0ms",
+            "--ws-send-timeout",
+            "1s",
+            "--long-running-concurrency",
+            "64",
+        ],
+    )
+    .await;
+    // A client with a tiny receive buffer that never reads after subscribing.
+    let mut stalled = WsClient::connect_with_small_buffer(&server.base, "").await;
+    stalled.expect("subscribed").await;
+    let mut reader = WsClient::connect(&server.base, "").await;
+    reader.expect("subscribed").await;
+    let client = reqwest::Client::new();
+    let mut jobs = HashSet::new();
+    // ~40,000 progress events, ~8 MB of frames: far more than the kernel buffers of a socket
+    // (4 MiB at most here), so a server that queued events for the stalled client would grow.
+    for _ in 0..160 {
+        let job: Value = client
+            .post(format!("{}/v1/jobs/long-running", server.base))
+            .json(&json!({"steps": 250, "step_duration_ms": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jobs.insert(job["id"].as_str().unwrap().to_owned());
+    }
+    // Take the baseline once the flood is in full swing (pools and buffers at their working size).
+    let mut seen = 0;
+    let mut events = reader
+        .events_until(Duration::from_secs(120), |_| {
+            seen += 1;
+            seen == 5000
+        })
+        .await;
+    let before = rss_kib(server.pid());
+    let mut finished = HashSet::new();
+    let rest = reader
+        .events_until(Duration::from_secs(180), |e| {
+            if e["type"] == "succeeded" {
+                finished.insert(e["job_id"].as_str().unwrap().to_owned());
+            }
+            finished == jobs
+        })
+        .await;
+    events.extend(rest);
+    let after = rss_kib(server.pid());
+
+    // The reading client got every event of every job, once, however far the other one fell.
+    let got = ids(&events);
+    assert_eq!(got.iter().collect::<HashSet<_>>().len(), got.len());
+    let log: i64 = sqlx::query_scalar("SELECT count(*) FROM jobq.job_events")
+        .fetch_one(&PgPoolOptions::new().connect_with(db.clone()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len() as i64,
+        log,
+        "{} events received, {log} in the log",
+        got.len()
+    );
+    let bytes: usize = events.iter().map(|e| e.to_string().len()).sum();
+    eprintln!(
+        "{} events ({bytes} bytes) flowed; server RSS {before} KiB -> {after} KiB",
+        got.len()
+    );
+
+    // The stalled client was dropped, not buffered for: its stream ends after what the kernel
+    // had already accepted.
+    let ended = loop {
+        match stalled.next(Duration::from_secs(30)).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_ne!(
+        ended,
+        Ended::TimedOut,
+        "the stalled client was never disconnected"
+    );
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < 3 * 1024,
+        "server memory grew by {growth} KiB while {bytes} bytes of events flowed past a stalled client"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_client_that_never_answers_pings_is_closed_with_4000(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &["--role", "api", "--ws-ping-interval", "200ms"]).await;
+    let mut silent = WsClient::connect(&app.base, "").await;
+    // Not reading means not answering the server's pings either.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    silent.expect("subscribed").await;
+    assert_eq!(silent.next(WAIT).await, Err(WsClient::close_code(4000)));
+
+    // A client that reads (and so answers pings) stays connected.
+    let mut alive = WsClient::connect(&app.base, "").await;
+    alive.expect("subscribed").await;
+    assert_eq!(
+        alive.next(Duration::from_millis(1500)).await,
+        Err(Ended::TimedOut)
+    );
+    alive.send(json!({"type": "ping"})).await;
+    alive.expect("pong").await;
+}
