@@ -62,6 +62,12 @@ impl App {
             None
         };
 
+        crate::maintenance::start(
+            pool.clone(),
+            config.retention,
+            config.retention_interval,
+            shutdown.clone(),
+        );
         let events = config.role.runs_api().then(|| api::events::EventsState {
             hub: EventHub::start(pool.clone(), shutdown.clone()),
             pool: pool.clone(),

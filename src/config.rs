@@ -64,6 +64,12 @@ pub struct ServeConfig {
     /// Time running jobs get to finish or reach a safe point after SIGTERM/ctrl-c.
     #[arg(long, env = "JOBQ_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// Finished jobs (and their events) older than this are deleted.
+    #[arg(long, env = "JOBQ_RETENTION", default_value = "7days", value_parser = duration)]
+    pub retention: Duration,
+    /// How often the retention pruner runs (in one process at a time).
+    #[arg(long, env = "JOBQ_RETENTION_INTERVAL", default_value = "1m", value_parser = duration)]
+    pub retention_interval: Duration,
     #[command(flatten)]
     pub api: ApiConfig,
     #[command(flatten)]

@@ -19,6 +19,10 @@ pub mod events;
 pub mod jobs;
 /// State changes of a job, one transaction each.
 pub mod lifecycle;
+/// Periodic housekeeping: queue pruning, retention.
+pub mod maintenance;
+/// Prometheus metrics.
+pub mod metrics;
 /// Process-wide shutdown signal.
 pub mod shutdown;
 /// All SQL.

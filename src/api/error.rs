@@ -130,6 +130,16 @@ impl From<sqlx::Error> for ApiError {
 /// unknown route, a wrong method) into the API's error shape. Errors that already are one of
 /// our responses pass through unchanged.
 pub async fn into_response(err: poem::Error) -> Response {
+    // Keep the operation for the request metrics.
+    let operation = err.data::<poem_openapi::OperationId>().copied();
+    let mut resp = response_of(err);
+    if let Some(op) = operation {
+        resp.set_data(op);
+    }
+    resp
+}
+
+fn response_of(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }

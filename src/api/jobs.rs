@@ -2,6 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as CURSOR;
+use chrono::{DateTime, Utc};
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
@@ -21,7 +22,7 @@ use crate::jobs::email::EmailJob;
 use crate::jobs::hash::HashJob;
 use crate::jobs::long_running::LongRunningJob;
 use crate::lifecycle::{self, EnqueueError, EnqueueRequest, Enqueued};
-use crate::store;
+use crate::{metrics, store};
 
 /// Owner of jobs created while authentication is not in place.
 const DEFAULT_OWNER: &str = "default";
@@ -140,15 +141,26 @@ impl JobsApi {
 
     /// List jobs
     ///
-    /// Newest first, optionally filtered by status and kind. Pages are stable while jobs are
-    /// added: follow `next_cursor` until it is absent.
+    /// Filtered by status, kind, creation time and error text; newest first unless
+    /// `order=oldest_first`. Pages stay consistent while jobs change: follow `next_cursor`
+    /// (with the same filters and order) until it is absent.
     #[oai(path = "/jobs", method = "get", operation_id = "list_jobs")]
+    #[allow(clippy::too_many_arguments)]
     async fn list_jobs(
         &self,
-        /// Only jobs in this status.
-        status: Query<Option<JobStatus>>,
-        /// Only jobs of this kind.
-        kind: Query<Option<JobKind>>,
+        /// Only jobs in one of these statuses (repeat the parameter for several).
+        status: Query<Vec<JobStatus>>,
+        /// Only jobs of one of these kinds (repeat the parameter for several).
+        kind: Query<Vec<JobKind>>,
+        /// Only jobs created at or after this time (RFC 3339).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only jobs created before this time (RFC 3339).
+        created_before: Query<Option<DateTime<Utc>>>,
+        /// Only jobs whose last error contains this text (case-insensitive).
+        #[oai(validator(max_length = 200))]
+        error_contains: Query<Option<String>>,
+        /// `newest_first` (default) or `oldest_first`.
+        order: Query<Option<ListOrder>>,
         /// Page size, 1-200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
@@ -156,13 +168,23 @@ impl JobsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobPage>, ApiError> {
         let limit = page_size(limit.0)?;
-        let before = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let filter = store::jobs::ListFilter {
-            status: status.0.map(|s| s.as_str().to_owned()),
-            kind: kind.0.map(|k| k.as_str().to_owned()),
-            before,
-        };
-        let mut rows = store::jobs::list(&self.pool, &filter, i64::from(limit) + 1).await?;
+        let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let filter = job_filter(
+            status.0,
+            kind.0,
+            created_after.0,
+            created_before.0,
+            error_contains.0,
+        )?;
+        let newest_first = order.0.unwrap_or_default() == ListOrder::NewestFirst;
+        let mut rows = store::jobs::list(
+            &self.pool,
+            &filter,
+            newest_first,
+            after,
+            i64::from(limit) + 1,
+        )
+        .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more
@@ -243,7 +265,10 @@ impl JobsApi {
             idempotency_key,
         };
         let (row, replayed) = match lifecycle::enqueue(&self.pool, req).await {
-            Ok(Enqueued::Created(row)) => (row, false),
+            Ok(Enqueued::Created(row)) => {
+                metrics::job_enqueued(kind);
+                (row, false)
+            }
             Ok(Enqueued::Replayed(row)) => (row, true),
             Err(EnqueueError::KeyReused { job_id }) => {
                 return Err(ApiError::conflict(
@@ -278,7 +303,54 @@ fn check_idempotency_key(key: String) -> Result<String, ApiError> {
     }
 }
 
-fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+/// The order of a job listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ListOrder {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// A filter from the API's filter fields; `None`/empty means any.
+pub fn job_filter(
+    statuses: Vec<JobStatus>,
+    kinds: Vec<JobKind>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    error_contains: Option<String>,
+) -> Result<store::jobs::JobFilter, ApiError> {
+    if let (Some(after), Some(before)) = (created_after, created_before)
+        && after >= before
+    {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "created_after must be earlier than created_before",
+            Some("created_after"),
+        ));
+    }
+    if error_contains
+        .as_ref()
+        .is_some_and(|e| e.chars().count() > 200)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "must be at most 200 characters",
+            Some("error_contains"),
+        ));
+    }
+    let names =
+        |v: Vec<&'static str>| (!v.is_empty()).then(|| v.into_iter().map(str::to_owned).collect());
+    Ok(store::jobs::JobFilter {
+        statuses: names(statuses.into_iter().map(JobStatus::as_str).collect()),
+        kinds: names(kinds.into_iter().map(JobKind::as_str).collect()),
+        created_after,
+        created_before,
+        error_contains: error_contains.filter(|e| !e.is_empty()),
+    })
+}
+
+pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),

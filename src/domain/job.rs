@@ -99,6 +99,13 @@ impl JobStatus {
         )
     }
 
+    /// Statuses an operator may retry from.
+    pub const RETRYABLE: [JobStatus; 2] = [JobStatus::Failed, JobStatus::Cancelled];
+
+    /// Statuses an operator may cancel from.
+    pub const CANCELLABLE: [JobStatus; 3] =
+        [JobStatus::Queued, JobStatus::Retrying, JobStatus::Running];
+
     /// Statuses from which a worker may start an attempt. `running` is included because an
     /// attempt whose worker died is rescued and started again.
     pub const STARTABLE: [JobStatus; 3] =
@@ -128,8 +135,10 @@ pub enum EventType {
     Succeeded,
     /// The job failed for good.
     Failed,
-    /// The job was cancelled.
+    /// The job was cancelled (by an operator; `data.by` says who).
     Cancelled,
+    /// An operator queued a failed or cancelled job again (`data.by` says who).
+    Retried,
 }
 
 impl EventType {
@@ -142,6 +151,7 @@ impl EventType {
             EventType::Succeeded => "succeeded",
             EventType::Failed => "failed",
             EventType::Cancelled => "cancelled",
+            EventType::Retried => "retried",
         }
     }
 
@@ -154,6 +164,7 @@ impl EventType {
             EventType::Succeeded,
             EventType::Failed,
             EventType::Cancelled,
+            EventType::Retried,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -6,15 +6,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
-use tokio_util::sync::CancellationToken;
 
 use crate::domain::FieldError;
-use crate::jobs::JobError;
+use crate::jobs::{JobContext, JobError, stop_requested};
 
 /// Largest `data` (after base64 decoding) a request may carry.
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 pub const MAX_REPEAT: u64 = 1_000_000_000;
-/// How many bytes are hashed between two shutdown checks.
+/// How many bytes are hashed between two checks for a cancel or a shutdown.
 const CHUNK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The SHA-2 function to apply.
@@ -115,22 +114,30 @@ impl HashJob {
         (self.data.len() as u64).saturating_mul(self.repeat)
     }
 
-    /// Computes the digest on the blocking pool.
-    pub async fn run(&self, shutdown: &CancellationToken) -> Result<HashResult, JobError> {
+    /// Computes the digest on the blocking pool, checking between chunks whether to stop.
+    /// (Takes what it needs from `ctx` up front: the future does not borrow it.)
+    pub fn run(
+        &self,
+        ctx: &JobContext,
+    ) -> impl Future<Output = Result<HashResult, JobError>> + Send + 'static {
         let job = self.clone();
-        let shutdown = shutdown.clone();
+        let (cancel, shutdown) = (ctx.cancel.clone(), ctx.shutdown.clone());
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| job.digest(&shutdown)))
+        async move {
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| job.digest(&|| stop_requested(&cancel, &shutdown)))
+            })
             .await
             .map_err(|e| JobError::Retryable(format!("hash task failed: {e}")))?
+        }
     }
 
-    fn digest(&self, shutdown: &CancellationToken) -> Result<HashResult, JobError> {
+    fn digest(&self, stop: &dyn Fn() -> Result<(), JobError>) -> Result<HashResult, JobError> {
         let digest_hex = match self.algorithm {
-            HashAlgorithm::Sha224 => self.feed::<Sha224>(shutdown)?,
-            HashAlgorithm::Sha256 => self.feed::<Sha256>(shutdown)?,
-            HashAlgorithm::Sha384 => self.feed::<Sha384>(shutdown)?,
-            HashAlgorithm::Sha512 => self.feed::<Sha512>(shutdown)?,
+            HashAlgorithm::Sha224 => self.feed::<Sha224>(stop)?,
+            HashAlgorithm::Sha256 => self.feed::<Sha256>(stop)?,
+            HashAlgorithm::Sha384 => self.feed::<Sha384>(stop)?,
+            HashAlgorithm::Sha512 => self.feed::<Sha512>(stop)?,
         };
         Ok(HashResult {
             algorithm: self.algorithm,
@@ -141,7 +148,7 @@ impl HashJob {
 
     /// Feeds `data` `repeat` times. Small inputs are first tiled into a ~64 KiB block so the
     /// hasher sees large updates instead of millions of tiny ones.
-    fn feed<D: Digest>(&self, shutdown: &CancellationToken) -> Result<String, JobError> {
+    fn feed<D: Digest>(&self, stop: &dyn Fn() -> Result<(), JobError>) -> Result<String, JobError> {
         let mut hasher = D::new();
         if self.data.is_empty() {
             return Ok(hex::encode(hasher.finalize()));
@@ -156,9 +163,7 @@ impl HashJob {
             since_check += block.len() as u64;
             if since_check >= CHUNK_BYTES {
                 since_check = 0;
-                if shutdown.is_cancelled() {
-                    return Err(JobError::Interrupted);
-                }
+                stop()?;
             }
         }
         for _ in 0..remaining {
@@ -196,7 +201,7 @@ mod tests {
     use super::*;
 
     fn digest_of(job: &HashJob) -> String {
-        job.digest(&CancellationToken::new()).unwrap().digest_hex
+        job.digest(&|| Ok(())).unwrap().digest_hex
     }
 
     #[test]
@@ -255,5 +260,27 @@ mod tests {
         let job = HashJob::parse(None, Some("AAEC".into()), Some(3), None, 100).unwrap();
         let back: HashJob = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
         assert_eq!(back, job);
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_request_ends_a_large_digest_between_chunks() {
+        let job = HashJob::parse(
+            Some("x".repeat(1024 * 1024)),
+            None,
+            Some(100),
+            None,
+            u64::MAX,
+        )
+        .unwrap();
+        assert_eq!(job.digest(&|| Err(JobError::Lost)), Err(JobError::Lost));
+        assert_eq!(
+            job.digest(&|| Err(JobError::Interrupted)),
+            Err(JobError::Interrupted)
+        );
     }
 }

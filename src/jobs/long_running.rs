@@ -49,6 +49,7 @@ impl LongRunningJob {
         for done in ctx.checkpoint.min(self.steps)..self.steps {
             tokio::select! {
                 biased;
+                _ = ctx.cancel.cancelled() => return Err(JobError::Lost),
                 _ = ctx.shutdown.cancelled() => return Err(JobError::Interrupted),
                 _ = tokio::time::sleep(step) => {}
             }

@@ -41,7 +41,33 @@ pub struct JobContext {
     pub attempt: u32,
     /// Units already completed by earlier attempts (the durable checkpoint).
     pub checkpoint: u32,
-    /// Cancelled when the worker begins a graceful shutdown: stop at the next safe point.
+    /// Cancelled when the worker begins a graceful shutdown: stop at the next safe point and
+    /// return [`JobError::Interrupted`].
     pub shutdown: CancellationToken,
+    /// Cancelled when an operator cancels the job: stop as soon as possible and return
+    /// [`JobError::Lost`] (the job's status already says `cancelled`).
+    pub cancel: CancellationToken,
     pub progress: Box<dyn Progress>,
+}
+
+impl JobContext {
+    /// `Err` when the job should stop now: cancelled, or the worker shutting down.
+    pub fn check(&self) -> Result<(), JobError> {
+        stop_requested(&self.cancel, &self.shutdown)
+    }
+}
+
+/// The stop check of [`JobContext::check`], for work that runs away from the context (on the
+/// blocking pool).
+pub fn stop_requested(
+    cancel: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<(), JobError> {
+    if cancel.is_cancelled() {
+        Err(JobError::Lost)
+    } else if shutdown.is_cancelled() {
+        Err(JobError::Interrupted)
+    } else {
+        Ok(())
+    }
 }

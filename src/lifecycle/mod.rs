@@ -4,11 +4,13 @@
 
 mod enqueue;
 mod finish;
+mod ops;
 mod progress;
 mod start;
 
 pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue};
 pub use finish::{Finished, finish};
+pub use ops::{BulkRetry, OpsError, bulk_retry, cancel, retry};
 pub use progress::DurableProgress;
 pub use start::{Start, start};
 

@@ -47,6 +47,36 @@ pub async fn insert(
     .await
 }
 
+/// Appends one event of `event_type` per job, with its own data (`data[i]` for `jobs[i]`).
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    jobs: &[JobRow],
+    event_type: EventType,
+    data: &[Value],
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let kinds: Vec<String> = jobs.iter().map(|j| j.kind.clone()).collect();
+    let statuses: Vec<String> = jobs.iter().map(|j| j.status.clone()).collect();
+    let owners: Vec<String> = jobs.iter().map(|j| j.owner.clone()).collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
+        SELECT job_id, kind, $5, status, data, owner
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::text[])
+             AS t(job_id, kind, status, data, owner)
+        "#,
+        &ids,
+        &kinds,
+        &statuses,
+        data,
+        event_type.as_str(),
+        &owners
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A job's events after event id `after`, oldest first. (One job's changes are serialised by its
 /// row lock, so within a job the id order is the commit order.)
 pub async fn list_for_job(

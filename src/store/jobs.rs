@@ -29,6 +29,7 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    pub attempt_started_at: Option<DateTime<Utc>>,
 }
 
 /// A job to insert.
@@ -76,6 +77,12 @@ pub async fn get(ex: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<JobRo
         .await
 }
 
+pub async fn get_many(ex: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as!(JobRow, "SELECT * FROM jobq.jobs WHERE id = ANY($1)", ids)
+        .fetch_all(ex)
+        .await
+}
+
 pub async fn get_by_idempotency_key(
     ex: impl PgExecutor<'_>,
     owner: &str,
@@ -91,38 +98,298 @@ pub async fn get_by_idempotency_key(
     .await
 }
 
-/// Filters of a job listing; `None` means any.
+/// Which jobs an operator means: every set field must match; `None` means any.
 #[derive(Debug, Default, Clone)]
-pub struct ListFilter {
-    pub status: Option<String>,
-    pub kind: Option<String>,
-    /// Only jobs with an id below this one (the cursor: ids are time-ordered, newest first).
-    pub before: Option<Uuid>,
+pub struct JobFilter {
+    pub statuses: Option<Vec<String>>,
+    pub kinds: Option<Vec<String>>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of `last_error`.
+    pub error_contains: Option<String>,
 }
 
-/// Jobs newest first, at most `limit`.
+impl JobFilter {
+    /// `error_contains` as an ILIKE pattern, its wildcards escaped.
+    fn error_pattern(&self) -> Option<String> {
+        self.error_contains.as_ref().map(|text| {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+    }
+}
+
+/// Jobs matching `filter` past the cursor `after` (an id: ids are time-ordered and never
+/// change, so pages stay consistent while jobs change status), at most `limit`. Two statements
+/// rather than one with a computed ORDER BY, so that both directions walk the primary key.
 pub async fn list(
     ex: impl PgExecutor<'_>,
-    filter: &ListFilter,
+    filter: &JobFilter,
+    newest_first: bool,
+    after: Option<Uuid>,
     limit: i64,
+) -> sqlx::Result<Vec<JobRow>> {
+    let (statuses, kinds, pattern) = (
+        filter.statuses.as_deref(),
+        filter.kinds.as_deref(),
+        filter.error_pattern(),
+    );
+    if newest_first {
+        sqlx::query_as!(
+            JobRow,
+            r#"
+            SELECT * FROM jobq.jobs
+            WHERE ($1::text[] IS NULL OR status = ANY($1))
+              AND ($2::text[] IS NULL OR kind = ANY($2))
+              AND ($3::timestamptz IS NULL OR created_at >= $3)
+              AND ($4::timestamptz IS NULL OR created_at < $4)
+              AND ($5::text IS NULL OR last_error ILIKE $5)
+              AND ($6::uuid IS NULL OR id < $6)
+            ORDER BY id DESC
+            LIMIT $7
+            "#,
+            statuses,
+            kinds,
+            filter.created_after,
+            filter.created_before,
+            pattern,
+            after,
+            limit
+        )
+        .fetch_all(ex)
+        .await
+    } else {
+        sqlx::query_as!(
+            JobRow,
+            r#"
+            SELECT * FROM jobq.jobs
+            WHERE ($1::text[] IS NULL OR status = ANY($1))
+              AND ($2::text[] IS NULL OR kind = ANY($2))
+              AND ($3::timestamptz IS NULL OR created_at >= $3)
+              AND ($4::timestamptz IS NULL OR created_at < $4)
+              AND ($5::text IS NULL OR last_error ILIKE $5)
+              AND ($6::uuid IS NULL OR id > $6)
+            ORDER BY id ASC
+            LIMIT $7
+            "#,
+            statuses,
+            kinds,
+            filter.created_after,
+            filter.created_before,
+            pattern,
+            after,
+            limit
+        )
+        .fetch_all(ex)
+        .await
+    }
+}
+
+/// How many jobs match `filter`, per (kind, status).
+pub async fn count(
+    ex: impl PgExecutor<'_>,
+    filter: &JobFilter,
+) -> sqlx::Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT kind, status, count(*) AS "n!"
+        FROM jobq.jobs
+        WHERE ($1::text[] IS NULL OR status = ANY($1))
+          AND ($2::text[] IS NULL OR kind = ANY($2))
+          AND ($3::timestamptz IS NULL OR created_at >= $3)
+          AND ($4::timestamptz IS NULL OR created_at < $4)
+          AND ($5::text IS NULL OR last_error ILIKE $5)
+        GROUP BY kind, status
+        "#,
+        filter.statuses.as_deref(),
+        filter.kinds.as_deref(),
+        filter.created_after,
+        filter.created_before,
+        filter.error_pattern(),
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.status, r.n)).collect())
+}
+
+/// Ids of the jobs matching `filter` (oldest first), at most `limit`, locked for the rest of
+/// the transaction; rows another transaction holds are skipped.
+pub async fn lock_matching(
+    conn: &mut PgConnection,
+    filter: &JobFilter,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT id FROM jobq.jobs
+        WHERE ($1::text[] IS NULL OR status = ANY($1))
+          AND ($2::text[] IS NULL OR kind = ANY($2))
+          AND ($3::timestamptz IS NULL OR created_at >= $3)
+          AND ($4::timestamptz IS NULL OR created_at < $4)
+          AND ($5::text IS NULL OR last_error ILIKE $5)
+        ORDER BY id
+        LIMIT $6
+        FOR UPDATE SKIP LOCKED
+        "#,
+        filter.statuses.as_deref(),
+        filter.kinds.as_deref(),
+        filter.created_after,
+        filter.created_before,
+        filter.error_pattern(),
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Jobs waiting or running, per (kind, status): the queue depth.
+pub async fn depths(ex: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT kind, status, count(*) AS "n!"
+        FROM jobq.jobs
+        WHERE status IN ('queued', 'retrying', 'running')
+        GROUP BY kind, status
+        "#
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.status, r.n)).collect())
+}
+
+/// Per-kind figures for the queue overview.
+#[derive(Debug, Clone)]
+pub struct KindFigures {
+    pub kind: String,
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    pub finished_last_minute: i64,
+    pub run_ms_mean: Option<f64>,
+    pub run_ms_p95: Option<f64>,
+}
+
+/// Oldest queued job per kind, and finishing figures over the last `window_secs`.
+pub async fn figures(ex: impl PgExecutor<'_>, window_secs: f64) -> sqlx::Result<Vec<KindFigures>> {
+    sqlx::query_as!(
+        KindFigures,
+        r#"
+        WITH kinds(kind) AS (VALUES ('email'), ('long_running'), ('hash')),
+        queued AS (
+            SELECT kind, min(created_at) AS oldest FROM jobq.jobs WHERE status = 'queued' GROUP BY kind
+        ),
+        recent AS (
+            SELECT kind,
+                   count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS last_minute,
+                   avg(extract(epoch FROM finished_at - attempt_started_at) * 1000)
+                       FILTER (WHERE status IN ('succeeded', 'failed') AND attempt_started_at IS NOT NULL) AS mean_ms,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - attempt_started_at) * 1000)
+                       FILTER (WHERE status IN ('succeeded', 'failed') AND attempt_started_at IS NOT NULL) AS p95_ms
+            FROM jobq.jobs
+            WHERE finished_at > now() - make_interval(secs => $1)
+            GROUP BY kind
+        )
+        SELECT k.kind AS "kind!", q.oldest AS oldest_queued_at,
+               COALESCE(r.last_minute, 0) AS "finished_last_minute!",
+               r.mean_ms::float8 AS run_ms_mean, r.p95_ms::float8 AS run_ms_p95
+        FROM kinds k
+        LEFT JOIN queued q ON q.kind = k.kind
+        LEFT JOIN recent r ON r.kind = k.kind
+        "#,
+        window_secs
+    )
+    .fetch_all(ex)
+    .await
+}
+
+/// `queued`/`retrying`/`running` -> `cancelled`.
+pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        r#"
+        UPDATE jobq.jobs
+        SET status = 'cancelled', finished_at = now(), next_attempt_at = NULL, updated_at = now()
+        WHERE id = $1 AND status IN ('queued', 'retrying', 'running')
+        RETURNING *
+        "#,
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// `failed`/`cancelled` -> `queued` with a fresh attempt count, each job with its new attempt
+/// task id (`ids[i]` gets `task_ids[i]`). The last error stays until the next attempt replaces
+/// it; the events keep the history. Jobs in other statuses are left alone.
+pub async fn requeue(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    task_ids: &[String],
 ) -> sqlx::Result<Vec<JobRow>> {
     sqlx::query_as!(
         JobRow,
         r#"
-        SELECT * FROM jobq.jobs
-        WHERE ($1::text IS NULL OR status = $1)
-          AND ($2::text IS NULL OR kind = $2)
-          AND ($3::uuid IS NULL OR id < $3)
-        ORDER BY id DESC
-        LIMIT $4
+        UPDATE jobq.jobs AS j
+        SET status = 'queued', task_id = n.task_id, attempt = 0, progress_done = 0, result = NULL,
+            worker = NULL, finished_at = NULL, next_attempt_at = NULL, attempt_started_at = NULL,
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::text[]) AS n(id, task_id)
+        WHERE j.id = n.id AND j.status IN ('failed', 'cancelled')
+        RETURNING j.*
         "#,
-        filter.status,
-        filter.kind,
-        filter.before,
-        limit
+        ids,
+        task_ids
     )
-    .fetch_all(ex)
+    .fetch_all(conn)
     .await
+}
+
+/// Tells the worker running job `id` (in whatever process) to stop: `jobq_cancel`, at commit.
+pub async fn notify_cancel(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("SELECT pg_notify('jobq_cancel', $1::uuid::text)", id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the retention pruner's session lock on this connection, if free.
+pub async fn try_lock_retention(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    let locked = sqlx::query_scalar!("SELECT pg_try_advisory_lock(hashtext('jobq.retention'))")
+        .fetch_one(conn)
+        .await?;
+    Ok(locked.unwrap_or(false))
+}
+
+pub async fn unlock_retention(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query_scalar!("SELECT pg_advisory_unlock(hashtext('jobq.retention'))")
+        .fetch_one(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `batch` jobs (and, by cascade, their events) that finished before `cutoff`.
+pub async fn prune_finished(
+    ex: impl PgExecutor<'_>,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"
+        DELETE FROM jobq.jobs
+        WHERE id IN (
+            SELECT id FROM jobq.jobs
+            WHERE finished_at < $1 AND status IN ('succeeded', 'failed', 'cancelled')
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        "#,
+        cutoff,
+        batch
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Locks a job's row for the rest of the transaction.
@@ -143,7 +410,8 @@ pub async fn mark_running(conn: &mut PgConnection, id: Uuid, worker: &str) -> sq
         r#"
         UPDATE jobq.jobs
         SET status = 'running', attempt = attempt + 1, worker = $2,
-            started_at = COALESCE(started_at, now()), next_attempt_at = NULL, updated_at = now()
+            started_at = COALESCE(started_at, now()), attempt_started_at = now(),
+            next_attempt_at = NULL, updated_at = now()
         WHERE id = $1
         RETURNING *
         "#,

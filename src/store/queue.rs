@@ -34,16 +34,33 @@ pub async fn push(
     job_id: Uuid,
     run_at: Option<DateTime<Utc>>,
 ) -> Result<(), apalis_postgres::Error> {
-    let args =
-        serde_json::to_vec(&AttemptArgs { job_id }).map_err(apalis_postgres::Error::JsonError)?;
-    let mut task = TaskBuilder::new(args)
-        .task_id(TaskId::from_ulid(task_id))
-        .max_attempts(ENTRY_MAX_ATTEMPTS);
+    let mut task = entry(task_id, job_id)?;
     if let Some(at) = run_at {
         let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
         task = task.run_at_timestamp(secs.max(0) as u64);
     }
     apalis_postgres::queries::push_tasks(conn, kind.queue(), vec![task.build()]).await
+}
+
+/// Adds entries due now, one per `(task_id, job_id)`, in one statement.
+pub async fn push_many(
+    conn: &mut PgConnection,
+    kind: JobKind,
+    entries: &[(Ulid, Uuid)],
+) -> Result<(), apalis_postgres::Error> {
+    let tasks = entries
+        .iter()
+        .map(|&(task_id, job_id)| entry(task_id, job_id).map(|t| t.build()))
+        .collect::<Result<Vec<_>, _>>()?;
+    apalis_postgres::queries::push_tasks(conn, kind.queue(), tasks).await
+}
+
+fn entry(task_id: Ulid, job_id: Uuid) -> Result<TaskBuilder<Vec<u8>>, apalis_postgres::Error> {
+    let args =
+        serde_json::to_vec(&AttemptArgs { job_id }).map_err(apalis_postgres::Error::JsonError)?;
+    Ok(TaskBuilder::new(args)
+        .task_id(TaskId::from_ulid(task_id))
+        .max_attempts(ENTRY_MAX_ATTEMPTS))
 }
 
 /// Deletes queue entries of jobq's queues that apalis finished more than `older_than` ago.

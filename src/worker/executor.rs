@@ -21,8 +21,10 @@ use crate::jobs::email::{EmailJob, Mailer};
 use crate::jobs::hash::HashJob;
 use crate::jobs::long_running::LongRunningJob;
 use crate::jobs::{JobContext, JobError};
-use crate::lifecycle::{self, DurableProgress, Start, StoreError};
+use crate::lifecycle::{self, DurableProgress, Finished, Start, StoreError};
+use crate::metrics;
 use crate::store::JobRow;
+use crate::worker::running::RunningJobs;
 
 /// How long a worker keeps trying to record a start or an outcome while Postgres is unreachable
 /// before it gives the attempt back to apalis (which hands it out again).
@@ -35,6 +37,8 @@ pub struct Executor {
     pub progress_interval: Duration,
     /// Cancelled at the start of a graceful shutdown: jobs stop at their next safe point.
     pub shutdown: CancellationToken,
+    /// Attempts running here, for operators' cancels.
+    pub running: RunningJobs,
 }
 
 impl Executor {
@@ -57,23 +61,46 @@ impl Executor {
             tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempt);
         async {
             tracing::info!(resumed_from = job.progress_done, "attempt started");
+            let kind = JobKind::parse(&job.kind);
+            if let Some(kind) = kind {
+                metrics::job_started(kind);
+            }
             let clock = Instant::now();
+            let registration = self.running.register(job.id);
             let latest = Arc::new(AtomicU32::new(
                 u32::try_from(job.progress_done).unwrap_or(0),
             ));
-            let outcome = AssertUnwindSafe(self.execute(&job, latest.clone()))
+            let attempt = self.execute(&job, registration.token.clone(), latest.clone());
+            let outcome = AssertUnwindSafe(attempt)
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(JobError::Retryable(panic_message(&panic))));
+            drop(registration);
             let done = latest.load(Ordering::Relaxed);
             let finished = with_store_retry(|| {
                 lifecycle::finish(&self.pool, &job, &outcome, &self.backoff, done)
             })
             .await?;
-            let ms = clock.elapsed().as_millis() as u64;
-            match &outcome {
-                Ok(_) => tracing::info!(ms, ?finished, "attempt succeeded"),
-                Err(e) => tracing::warn!(ms, ?finished, error = %e, "attempt did not succeed"),
+            let run = clock.elapsed();
+            let label = match finished {
+                Finished::Succeeded => "succeeded",
+                Finished::Retrying => "retrying",
+                Finished::Failed => "failed",
+                Finished::Released => "released",
+                Finished::NotOwner => "cancelled",
+            };
+            if let Some(kind) = kind {
+                metrics::attempt_finished(kind, label, run);
+            }
+            let ms = run.as_millis() as u64;
+            let error = outcome.as_ref().err().map(ToString::to_string);
+            match finished {
+                Finished::Succeeded => tracing::info!(ms, "attempt succeeded"),
+                Finished::NotOwner => tracing::info!(
+                    ms,
+                    "attempt ended without effect: the job was cancelled or belongs to another attempt"
+                ),
+                _ => tracing::warn!(ms, outcome = label, error, "attempt did not succeed"),
             }
             Ok(())
         }
@@ -81,7 +108,12 @@ impl Executor {
         .await
     }
 
-    async fn execute(&self, job: &JobRow, latest: Arc<AtomicU32>) -> Result<Value, JobError> {
+    async fn execute(
+        &self,
+        job: &JobRow,
+        cancel: CancellationToken,
+        latest: Arc<AtomicU32>,
+    ) -> Result<Value, JobError> {
         let kind = JobKind::parse(&job.kind)
             .ok_or_else(|| JobError::Permanent(format!("unknown job kind {:?}", job.kind)))?;
         let mut ctx = JobContext {
@@ -89,6 +121,7 @@ impl Executor {
             attempt: u32::try_from(job.attempt).unwrap_or(1),
             checkpoint: u32::try_from(job.progress_done).unwrap_or(0),
             shutdown: self.shutdown.clone(),
+            cancel,
             progress: Box::new(DurableProgress::new(
                 self.pool.clone(),
                 job.id,
@@ -108,7 +141,7 @@ impl Executor {
             }
             JobKind::Hash => {
                 let hash: HashJob = payload(job)?;
-                to_json(hash.run(&ctx.shutdown).await?)
+                to_json(hash.run(&ctx).await?)
             }
         }
     }

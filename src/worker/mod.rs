@@ -3,7 +3,7 @@
 
 mod backend;
 mod executor;
-mod maintenance;
+mod running;
 mod wake;
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use crate::store::queue::AttemptArgs;
 
 use backend::QueueBackend;
 pub use executor::Executor;
+use running::RunningJobs;
 pub use wake::Notifier;
 
 /// Runs the workers until `shutdown` is cancelled and running jobs have finished or been
@@ -33,14 +34,15 @@ pub async fn run(
     mailer: Arc<Mailer>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let notifier = Notifier::start(pool.clone(), shutdown.clone());
-    tokio::spawn(maintenance::run(pool.clone(), shutdown.clone()));
+    let running = RunningJobs::default();
+    let notifier = Notifier::start(pool.clone(), running.clone(), shutdown.clone());
     let executor = Arc::new(Executor {
         pool: pool.clone(),
         mailer,
         backoff: config.worker.backoff(),
         progress_interval: config.worker.progress_interval,
         shutdown: shutdown.clone(),
+        running,
     });
     let instance = instance_name();
     tracing::info!(%instance, "workers starting");

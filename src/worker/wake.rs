@@ -1,7 +1,10 @@
-//! Wake-ups for the workers: one LISTEN connection per process receives apalis-postgres' insert
-//! notifications (sent at commit) and bumps a per-queue generation counter that the queue's
-//! backends wait on. The connection reconnects by itself; after every (re)connect all queues are
-//! bumped, since notifications sent meanwhile are gone.
+//! Signals for the workers, on one LISTEN connection per process: apalis-postgres' insert
+//! notifications (sent at commit) bump a per-queue generation counter that the queue's backends
+//! wait on; `jobq_cancel` notifications stop the named job's attempt if it runs here. The
+//! connection reconnects by itself; after every (re)connect all queues are bumped, since
+//! notifications sent meanwhile are gone. (A cancel sent meanwhile is still enforced: the
+//! attempt's writes are fenced on its status, so it stops at its next progress write or is
+//! discarded at its end.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,14 +16,19 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::worker::running::RunningJobs;
+
 /// apalis-postgres' trigger notifies this channel for every entry inserted due now.
 const INSERT_CHANNEL: &str = "apalis::job::insert";
+/// `lifecycle::cancel` notifies this channel with the id of a job cancelled while running.
+const CANCEL_CHANNEL: &str = "jobq_cancel";
 
 type Subscribers = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
 
 #[derive(Clone)]
 pub struct Notifier {
     subscribers: Subscribers,
+    running: RunningJobs,
 }
 
 #[derive(Deserialize)]
@@ -30,9 +38,10 @@ struct InsertEvent {
 
 impl Notifier {
     /// Starts the LISTEN loop; it ends when `shutdown` is cancelled.
-    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+    pub fn start(pool: PgPool, running: RunningJobs, shutdown: CancellationToken) -> Self {
         let notifier = Self {
             subscribers: Arc::default(),
+            running,
         };
         tokio::spawn(notifier.clone().listen(pool, shutdown));
         notifier
@@ -85,6 +94,13 @@ impl Notifier {
                     r = listener.try_recv() => r,
                 };
                 match received {
+                    Ok(Some(n)) if n.channel() == CANCEL_CHANNEL => {
+                        if let Ok(job_id) = n.payload().parse()
+                            && self.running.cancel(job_id)
+                        {
+                            tracing::info!(%job_id, "cancelling the running attempt");
+                        }
+                    }
                     Ok(Some(n)) => match serde_json::from_str::<InsertEvent>(n.payload()) {
                         Ok(ev) => self.wake(Some(&ev.job_type)),
                         Err(_) => self.wake(None),
@@ -107,6 +123,8 @@ impl Notifier {
 
 async fn connect(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(INSERT_CHANNEL).await?;
+    listener
+        .listen_all([INSERT_CHANNEL, CANCEL_CHANNEL])
+        .await?;
     Ok(listener)
 }

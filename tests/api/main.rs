@@ -9,6 +9,7 @@ mod events;
 mod hash;
 mod idempotency;
 mod long_running;
+mod ops;
 mod process;
 mod reads;
 mod retries;

@@ -64,8 +64,22 @@ impl SmtpServer {
         Self::start_with(true)
     }
 
+    /// A server on a given port (e.g. one that was refusing connections until now).
+    pub fn start_on(port: u16) -> Self {
+        Self::listen(
+            TcpListener::bind(("127.0.0.1", port)).expect("bind SMTP port"),
+            false,
+        )
+    }
+
     fn start_with(reject_recipients: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP port");
+        Self::listen(
+            TcpListener::bind("127.0.0.1:0").expect("bind SMTP port"),
+            reject_recipients,
+        )
+    }
+
+    fn listen(listener: TcpListener, reject_recipients: bool) -> Self {
         let port = listener.local_addr().expect("local addr").port();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let recorder = Recorder {

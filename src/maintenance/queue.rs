@@ -1,4 +1,5 @@
-//! Housekeeping of the queue tables, in one process at a time (advisory lock).
+//! Housekeeping of apalis' queue tables, in one process at a time (advisory lock): finished
+//! entries are deleted (our status rows and events are the record) and statistics refreshed.
 
 use std::time::Duration;
 
