@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{KeyStore, RateLimits};
 use crate::config::{EmailConfig, ServeConfig};
 use crate::events::EventHub;
 use crate::jobs::email::Mailer;
@@ -68,14 +69,28 @@ impl App {
             config.retention_interval,
             shutdown.clone(),
         );
+        let keys = KeyStore::start(pool.clone(), config.api.insecure_no_auth, shutdown.clone());
+        if config.api.insecure_no_auth {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--insecure-no-auth): every request is accepted as an admin. \
+                 Never run like this where anyone else can reach the port."
+            );
+        }
         let events = config.role.runs_api().then(|| api::events::EventsState {
             hub: EventHub::start(pool.clone(), shutdown.clone()),
             pool: pool.clone(),
+            keys: keys.clone(),
             shutdown: shutdown.clone(),
             send_timeout: config.api.ws_send_timeout,
             ping_interval: config.api.ws_ping_interval,
         });
-        let routes = api::routes(pool.clone(), config.api.clone(), config.role, events);
+        let state = api::ApiState {
+            pool: pool.clone(),
+            config: config.api.clone(),
+            keys,
+            limits: RateLimits::new(config.api.enqueue_rate_limit),
+        };
+        let routes = api::routes(state, config.role, events);
         let token = shutdown.clone();
         let grace = config.shutdown_grace;
         let server = tokio::spawn(async move {

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::Role;
 use crate::config::{DbConfig, ServeConfig};
 use crate::telemetry::LogFormat;
 
@@ -24,4 +25,37 @@ pub enum Command {
     Migrate(DbConfig),
     /// Print the OpenAPI document (JSON) to stdout.
     Openapi,
+    /// Manage API keys.
+    Keys {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its token (the only time it is shown) on stdout.
+    Create {
+        /// Who or what uses the key.
+        #[arg(long)]
+        name: String,
+        /// What the key may do.
+        #[arg(long, value_enum, default_value_t = Role::Client)]
+        role: Role,
+        /// The tenant whose jobs the key creates and sees.
+        #[arg(long, default_value = crate::auth::DEFAULT_TENANT)]
+        tenant: String,
+        /// Enqueue requests per second for this key (default: the server's).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key: it stops working at once in every process.
+    Revoke {
+        /// The key's id (from `jobq keys list`).
+        id: uuid::Uuid,
+    },
 }

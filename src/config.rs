@@ -18,7 +18,7 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 #[derive(Debug, Clone, Args)]
 pub struct DbConfig {
     /// Postgres URL. The database is created if it does not exist.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
     /// Connections in this process's pool.
     #[arg(long, env = "JOBQ_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -95,6 +95,14 @@ pub struct ApiConfig {
     /// is disconnected (close code 4000).
     #[arg(long, env = "JOBQ_WS_PING_INTERVAL", default_value = "20s", value_parser = duration)]
     pub ws_ping_interval: Duration,
+    /// Enqueue requests per second allowed to one API key in this process, unless the key
+    /// has a limit of its own (0: no limit).
+    #[arg(long, env = "JOBQ_ENQUEUE_RATE_LIMIT", default_value_t = 1000)]
+    pub enqueue_rate_limit: u32,
+    /// Accept every request without an API key, as an admin. For local development only:
+    /// logged as a warning at start.
+    #[arg(long, env = "JOBQ_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 impl ApiConfig {
@@ -105,6 +113,8 @@ impl ApiConfig {
             default_max_attempts: 1,
             ws_send_timeout: Duration::from_secs(10),
             ws_ping_interval: Duration::from_secs(20),
+            enqueue_rate_limit: 0,
+            insecure_no_auth: true,
         }
     }
 }

@@ -5,6 +5,8 @@
 pub mod api;
 /// Wiring of a process by role.
 pub mod app;
+/// API keys, roles, tenants, rate limits.
+pub mod auth;
 /// Command-line interface.
 pub mod cli;
 /// Every setting (flags and JOBQ_* variables).

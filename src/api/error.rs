@@ -4,7 +4,7 @@
 use poem::error::{MethodNotAllowedError, NotFoundError};
 use poem::{IntoResponse, Response};
 use poem_openapi::error::{
-    ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+    AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
 };
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
@@ -31,6 +31,17 @@ pub enum ApiError {
     /// The request is malformed: invalid JSON, or an invalid query, path or header value.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No API key, or an unknown or revoked one.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer realm="jobq"`
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The key's role does not allow this operation.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such job (or route).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -47,6 +58,14 @@ pub enum ApiError {
     /// The JSON is well-formed but a field is missing, of the wrong type or out of range.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// The key's enqueue rate limit is spent; retry after the given seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before the next enqueue.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// An unexpected server error; details are in the server log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -66,6 +85,28 @@ fn body(code: &str, message: impl Into<String>, field: Option<&str>) -> Json<Err
 impl ApiError {
     pub fn bad_request(code: &str, message: impl Into<String>, field: Option<&str>) -> Self {
         Self::BadRequest(body(code, message, field))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized(
+            body("unauthorized", message, Some("Authorization")),
+            r#"Bearer realm="jobq""#.to_owned(),
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(body("forbidden", message, None))
+    }
+
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self::TooManyRequests(
+            body(
+                "rate_limited",
+                format!("enqueue rate limit reached; retry in {retry_after_secs} s"),
+                None,
+            ),
+            retry_after_secs,
+        )
     }
 
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
@@ -155,6 +196,8 @@ fn response_of(err: poem::Error) -> Response {
             e.to_string(),
             Some("Content-Type"),
         ))
+    } else if err.is::<AuthorizationError>() {
+        ApiError::unauthorized("an API key is required: Authorization: Bearer <key>")
     } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         ApiError::bad_request("invalid_body", e.to_string(), None)
     } else if err.is::<NotFoundError>() {

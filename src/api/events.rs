@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Query};
-use poem::{IntoResponse, handler};
+use poem::{IntoResponse, Request, handler};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::api::auth::authenticate;
 use crate::api::error::ApiError;
+use crate::auth::KeyStore;
 use crate::domain::JobKind;
 use crate::events::EventHub;
 use crate::events::session::{self, MAX_READ_MESSAGE, Subscribe};
@@ -21,6 +23,7 @@ use crate::events::session::{self, MAX_READ_MESSAGE, Subscribe};
 pub struct EventsState {
     pub hub: EventHub,
     pub pool: PgPool,
+    pub keys: KeyStore,
     pub shutdown: CancellationToken,
     pub send_timeout: Duration,
     pub ping_interval: Duration,
@@ -56,12 +59,28 @@ fn list<T>(
         .map(Some)
 }
 
+/// The key, from the `Authorization` header; a browser, which cannot set it, sends an `auth`
+/// message first instead.
 #[handler]
 pub async fn events(
+    req: &Request,
     ws: WebSocket,
     query: poem::Result<Query<EventsQuery>>,
     state: Data<&EventsState>,
 ) -> poem::Result<impl IntoResponse> {
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let principal = match header {
+        Some(value) => {
+            let token = value
+                .strip_prefix("Bearer ")
+                .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <key>"))?;
+            Some(authenticate(&state.keys, token).await?)
+        }
+        None => None,
+    };
     let Query(query) =
         query.map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string(), None))?;
     let initial = Subscribe {
@@ -80,5 +99,5 @@ pub async fn events(
         .max_frame_size(Some(MAX_READ_MESSAGE));
     Ok(ws
         .config(config)
-        .on_upgrade(move |socket| session::run(socket, state, initial)))
+        .on_upgrade(move |socket| session::run(socket, state, initial, principal)))
 }

@@ -11,11 +11,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::api::ApiTags;
+use crate::api::auth::{ApiKey, rate_check};
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
 use crate::api::models::{
     EnqueueEmail, EnqueueHash, EnqueueLongRunning, EventPage, Job, JobEvent, JobPage,
 };
+use crate::auth::{RateLimits, Role};
 use crate::config::{ApiConfig, MAX_ATTEMPTS_LIMIT};
 use crate::domain::{FieldError, JobKind, JobStatus};
 use crate::jobs::email::EmailJob;
@@ -24,8 +26,6 @@ use crate::jobs::long_running::LongRunningJob;
 use crate::lifecycle::{self, EnqueueError, EnqueueRequest, Enqueued};
 use crate::{metrics, store};
 
-/// Owner of jobs created while authentication is not in place.
-const DEFAULT_OWNER: &str = "default";
 const MAX_PAGE: u32 = 200;
 const DEFAULT_PAGE: u32 = 50;
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -33,6 +33,7 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub struct JobsApi {
     pub pool: PgPool,
     pub config: ApiConfig,
+    pub limits: RateLimits,
 }
 
 /// A job was accepted.
@@ -61,6 +62,7 @@ impl JobsApi {
     #[oai(path = "/jobs/email", method = "post", operation_id = "enqueue_email")]
     async fn enqueue_email(
         &self,
+        auth: ApiKey,
         body: JsonBody<EnqueueEmail>,
         /// Makes the request safe to retry: the same key with the same body returns the same
         /// job; with a different body, 409. 1-255 visible ASCII characters.
@@ -69,8 +71,15 @@ impl JobsApi {
     ) -> Result<EnqueueResponse, ApiError> {
         let req = body.0;
         let job = EmailJob::parse(req.to, req.subject, req.body)?;
-        self.enqueue(JobKind::Email, &job, 0, req.max_attempts, idempotency_key.0)
-            .await
+        self.enqueue(
+            &auth,
+            JobKind::Email,
+            &job,
+            0,
+            req.max_attempts,
+            idempotency_key.0,
+        )
+        .await
     }
 
     /// Enqueue a long-running job
@@ -84,6 +93,7 @@ impl JobsApi {
     )]
     async fn enqueue_long_running(
         &self,
+        auth: ApiKey,
         body: JsonBody<EnqueueLongRunning>,
         /// See `enqueue_email`.
         #[oai(name = "Idempotency-Key")]
@@ -93,6 +103,7 @@ impl JobsApi {
         let job = LongRunningJob::parse(req.steps, req.step_duration_ms)?;
         let total = job.steps;
         self.enqueue(
+            &auth,
             JobKind::LongRunning,
             &job,
             total,
@@ -109,6 +120,7 @@ impl JobsApi {
     #[oai(path = "/jobs/hash", method = "post", operation_id = "enqueue_hash")]
     async fn enqueue_hash(
         &self,
+        auth: ApiKey,
         body: JsonBody<EnqueueHash>,
         /// See `enqueue_email`.
         #[oai(name = "Idempotency-Key")]
@@ -122,20 +134,26 @@ impl JobsApi {
             req.algorithm,
             self.config.hash_max_input_bytes,
         )?;
-        self.enqueue(JobKind::Hash, &job, 0, req.max_attempts, idempotency_key.0)
-            .await
+        self.enqueue(
+            &auth,
+            JobKind::Hash,
+            &job,
+            0,
+            req.max_attempts,
+            idempotency_key.0,
+        )
+        .await
     }
 
     /// Get a job
     #[oai(path = "/jobs/:id", method = "get", operation_id = "get_job")]
     async fn get_job(
         &self,
+        auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
     ) -> Result<Json<Job>, ApiError> {
-        let row = store::jobs::get(&self.pool, id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found("job", "id"))?;
+        let row = self.visible_job(&auth, id.0).await?;
         Ok(Json(row.try_into()?))
     }
 
@@ -148,6 +166,7 @@ impl JobsApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_jobs(
         &self,
+        auth: ApiKey,
         /// Only jobs in one of these statuses (repeat the parameter for several).
         status: Query<Vec<JobStatus>>,
         /// Only jobs of one of these kinds (repeat the parameter for several).
@@ -169,13 +188,14 @@ impl JobsApi {
     ) -> Result<Json<JobPage>, ApiError> {
         let limit = page_size(limit.0)?;
         let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let filter = job_filter(
+        let mut filter = job_filter(
             status.0,
             kind.0,
             created_after.0,
             created_before.0,
             error_contains.0,
         )?;
+        filter.owner = auth.0.tenant_scope().map(str::to_owned);
         let newest_first = order.0.unwrap_or_default() == ListOrder::NewestFirst;
         let mut rows = store::jobs::list(
             &self.pool,
@@ -207,6 +227,7 @@ impl JobsApi {
     )]
     async fn list_job_events(
         &self,
+        auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
         /// Only events with an id greater than this (`next_after` of the previous page).
@@ -217,9 +238,7 @@ impl JobsApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<EventPage>, ApiError> {
         let limit = page_size(limit.0)?;
-        if store::jobs::get(&self.pool, id.0).await?.is_none() {
-            return Err(ApiError::not_found("job", "id"));
-        }
+        self.visible_job(&auth, id.0).await?;
         let after = after.0.unwrap_or(0).max(0);
         let mut rows =
             store::events::list_for_job(&self.pool, id.0, after, i64::from(limit) + 1).await?;
@@ -235,14 +254,25 @@ impl JobsApi {
 }
 
 impl JobsApi {
+    /// Job `id` if the caller may see it; another tenant's job is as absent as a missing one.
+    async fn visible_job(&self, auth: &ApiKey, id: Uuid) -> Result<store::JobRow, ApiError> {
+        store::jobs::get(&self.pool, id)
+            .await?
+            .filter(|row| auth.0.may_see(&row.owner))
+            .ok_or_else(|| ApiError::not_found("job", "id"))
+    }
+
     async fn enqueue<P: Serialize>(
         &self,
+        auth: &ApiKey,
         kind: JobKind,
         payload: &P,
         progress_total: u32,
         max_attempts: Option<u32>,
         idempotency_key: Option<String>,
     ) -> Result<EnqueueResponse, ApiError> {
+        let who = auth.require(Role::Client)?;
+        rate_check(&self.limits, who)?;
         let max_attempts = match max_attempts {
             None => self.config.default_max_attempts,
             Some(n) if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) => n,
@@ -261,7 +291,7 @@ impl JobsApi {
             payload,
             progress_total,
             max_attempts,
-            owner: DEFAULT_OWNER.to_owned(),
+            owner: who.tenant.clone(),
             idempotency_key,
         };
         let (row, replayed) = match lifecycle::enqueue(&self.pool, req).await {
@@ -347,6 +377,7 @@ pub fn job_filter(
         created_after,
         created_before,
         error_contains: error_contains.filter(|e| !e.is_empty()),
+        owner: None,
     })
 }
 

@@ -1,10 +1,12 @@
 //! The HTTP API (poem-openapi): routes, the OpenAPI document, Swagger UI, metrics.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod models;
 pub mod ops;
 
@@ -16,11 +18,14 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, handle
 use poem_openapi::{OpenApiService, OperationId, Tags};
 use sqlx::PgPool;
 
+use crate::auth::{KeyStore, RateLimits, Role as KeyRole};
 use crate::config::{ApiConfig, Role};
 use crate::events::EventHub;
 use crate::metrics;
+use error::ApiError;
 use health::HealthApi;
 use jobs::JobsApi;
+use keys::KeysApi;
 use ops::OpsApi;
 
 #[derive(Tags)]
@@ -29,24 +34,38 @@ pub enum ApiTags {
     Jobs,
     /// Find, retry and cancel jobs; counts and queue statistics.
     Operations,
+    /// Manage API keys (admin).
+    Keys,
     /// Liveness and readiness probes.
     Health,
 }
 
-type Apis = (JobsApi, OpsApi, HealthApi);
+type Apis = (JobsApi, OpsApi, KeysApi, HealthApi);
 
-fn service(pool: PgPool, config: ApiConfig) -> OpenApiService<Apis, ()> {
+/// What the API of a process needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub config: ApiConfig,
+    pub keys: KeyStore,
+    pub limits: RateLimits,
+}
+
+fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     let jobs = JobsApi {
-        pool: pool.clone(),
-        config,
+        pool: state.pool.clone(),
+        config: state.config,
+        limits: state.limits,
     };
-    let ops = OpsApi { pool: pool.clone() };
-    OpenApiService::new(
-        (jobs, ops, HealthApi { pool }),
-        "jobq",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
+    let ops = OpsApi {
+        pool: state.pool.clone(),
+    };
+    let keys = KeysApi {
+        pool: state.pool.clone(),
+        store: state.keys,
+    };
+    let apis = (jobs, ops, keys, HealthApi { pool: state.pool });
+    OpenApiService::new(apis, "jobq", env!("CARGO_PKG_VERSION")).description(
         "A durable job queue on Postgres: enqueue email, long-running and hash jobs, \
              follow their status, progress, results and events; retry and cancel them. \
              Live events: the WebSocket `GET /v1/events` (see openapi/websocket.md). \
@@ -56,43 +75,68 @@ fn service(pool: PgPool, config: ApiConfig) -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/jobq.json`.
 pub fn spec_json() -> String {
-    // The spec needs no database; a lazy pool never connects.
+    // The spec needs no database: a lazy pool never connects, the key store never looks up.
     let pool = PgPool::connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
-    service(pool, ApiConfig::placeholder()).spec()
+    let keys = KeyStore::start(
+        pool.clone(),
+        true,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    service(ApiState {
+        pool,
+        config: ApiConfig::placeholder(),
+        keys,
+        limits: RateLimits::new(0),
+    })
+    .spec()
 }
 
 /// What `/metrics` reads at scrape time.
 #[derive(Clone)]
 struct MetricsState {
     pool: PgPool,
+    keys: KeyStore,
     hub: Option<EventHub>,
 }
 
+/// Prometheus text exposition; needs an ops key (Prometheus: `authorization` in the scrape
+/// config).
 #[handler]
-async fn metrics_endpoint(state: Data<&MetricsState>) -> Response {
+async fn metrics_endpoint(req: &Request, state: Data<&MetricsState>) -> poem::Result<Response> {
+    let token = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized("an API key is required: Authorization: Bearer <key>")
+        })?;
+    let who = auth::authenticate(&state.keys, token).await?;
+    if !who.has(KeyRole::Ops) {
+        return Err(ApiError::forbidden("metrics need the ops role").into());
+    }
     let sessions = state.hub.as_ref().map(EventHub::subscribers);
     let text = metrics::render(&state.pool, sessions).await;
-    text.with_content_type("text/plain; version=0.0.4")
-        .into_response()
+    Ok(text
+        .with_content_type("text/plain; version=0.0.4")
+        .into_response())
 }
 
 /// All routes of a process: the API (`/v1`, the event WebSocket, `/docs`, `/openapi.json`) when
 /// `events` is given (roles `all` and `api`), otherwise only the health probes; `/metrics`
 /// always.
-pub fn routes(
-    pool: PgPool,
-    config: ApiConfig,
-    role: Role,
-    events: Option<events::EventsState>,
-) -> impl Endpoint {
+pub fn routes(state: ApiState, role: Role, events: Option<events::EventsState>) -> impl Endpoint {
     metrics::init();
     let metrics_state = MetricsState {
-        pool: pool.clone(),
+        pool: state.pool.clone(),
+        keys: state.keys.clone(),
         hub: events.as_ref().map(|e| e.hub.clone()),
     };
+    let keys = state.keys.clone();
+    let pool = state.pool.clone();
     let route = Route::new().at("/metrics", poem::get(metrics_endpoint.data(metrics_state)));
     let route = if let (true, Some(events)) = (role.runs_api(), events) {
-        let api = service(pool, config);
+        let api = service(state);
         let docs = api.swagger_ui();
         let spec = api.spec_endpoint();
         route
@@ -106,10 +150,30 @@ pub fn routes(
         route.nest("/", health)
     };
     // Bodies are only read through `JsonBody`, which enforces each endpoint's size limit.
+    let insecure = keys.insecure();
     route
+        .data(keys)
+        .around(move |next, req| insecure_dev_key(insecure, next, req))
         .catch_all_error(error::into_response)
         .around(count_request)
         .with(Tracing)
+}
+
+/// With authentication switched off, a request without a key gets a placeholder one, which
+/// the key store (in that mode) takes as the development admin.
+async fn insecure_dev_key<E: Endpoint>(
+    insecure: bool,
+    next: E,
+    mut req: Request,
+) -> poem::Result<E::Output> {
+    let header = poem::http::header::AUTHORIZATION;
+    if insecure && !req.headers().contains_key(&header) {
+        req.headers_mut().insert(
+            header,
+            poem::http::HeaderValue::from_static("Bearer insecure-dev"),
+        );
+    }
+    next.call(req).await
 }
 
 /// Records every request in `jobq_http_requests_total` and its duration histogram, labelled

@@ -9,16 +9,16 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::api::ApiTags;
+use crate::api::auth::ApiKey;
 use crate::api::body::{BodyLimit, JsonBody};
 use crate::api::error::ApiError;
 use crate::api::jobs::job_filter;
 use crate::api::models::Job;
+use crate::auth::Role;
 use crate::domain::{JobKind, JobStatus};
 use crate::lifecycle::{self, OpsError};
 use crate::store;
 
-/// Who ops actions are recorded as until API keys identify the caller.
-const ACTOR: &str = "api";
 /// Window of the run-time statistics.
 const STATS_WINDOW_SECS: f64 = 300.0;
 const MAX_BULK: u32 = 10_000;
@@ -154,10 +154,12 @@ impl OpsApi {
     #[oai(path = "/jobs/:id/retry", method = "post", operation_id = "retry_job")]
     async fn retry_job(
         &self,
+        auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
     ) -> Result<Json<Job>, ApiError> {
-        let row = lifecycle::retry(&self.pool, id.0, ACTOR)
+        let who = auth.require(Role::Ops)?;
+        let row = lifecycle::retry(&self.pool, id.0, &who.name)
             .await
             .map_err(|e| ops_error(e, "only failed or cancelled jobs can be retried"))?;
         Ok(Json(row.try_into()?))
@@ -175,10 +177,12 @@ impl OpsApi {
     )]
     async fn cancel_job(
         &self,
+        auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
     ) -> Result<Json<Job>, ApiError> {
-        let row = lifecycle::cancel(&self.pool, id.0, ACTOR)
+        let who = auth.require(Role::Ops)?;
+        let row = lifecycle::cancel(&self.pool, id.0, &who.name)
             .await
             .map_err(|e| ops_error(e, "only queued, retrying or running jobs can be cancelled"))?;
         Ok(Json(row.try_into()?))
@@ -192,8 +196,10 @@ impl OpsApi {
     #[oai(path = "/jobs/retry", method = "post", operation_id = "retry_jobs")]
     async fn retry_jobs(
         &self,
+        auth: ApiKey,
         body: JsonBody<BulkRetryRequest>,
     ) -> Result<Json<BulkRetryResult>, ApiError> {
+        let who = auth.require(Role::Ops)?;
         let req = body.0;
         let limit = match req.limit {
             None => 1000,
@@ -225,8 +231,14 @@ impl OpsApi {
         .map_err(|_| {
             ApiError::validation("created_after", "must be earlier than created_before")
         })?;
-        let done = lifecycle::bulk_retry(&self.pool, &filter, i64::from(limit), req.dry_run, ACTOR)
-            .await?;
+        let done = lifecycle::bulk_retry(
+            &self.pool,
+            &filter,
+            i64::from(limit),
+            req.dry_run,
+            &who.name,
+        )
+        .await?;
         Ok(Json(BulkRetryResult {
             matched: done.matched,
             retried: done.retried,
@@ -237,9 +249,11 @@ impl OpsApi {
     /// Count jobs
     ///
     /// How many jobs match the filter (the fields of `list_jobs`), by status and by kind.
+    /// Client keys count their own tenant's jobs; ops keys count all.
     #[oai(path = "/jobs/counts", method = "get", operation_id = "count_jobs")]
     async fn count_jobs(
         &self,
+        auth: ApiKey,
         /// Only jobs in one of these statuses.
         status: Query<Vec<JobStatus>>,
         /// Only jobs of one of these kinds.
@@ -252,13 +266,14 @@ impl OpsApi {
         #[oai(validator(max_length = 200))]
         error_contains: Query<Option<String>>,
     ) -> Result<Json<JobCounts>, ApiError> {
-        let filter = job_filter(
+        let mut filter = job_filter(
             status.0,
             kind.0,
             created_after.0,
             created_before.0,
             error_contains.0,
         )?;
+        filter.owner = auth.0.tenant_scope().map(str::to_owned);
         let rows = store::jobs::count(&self.pool, &filter).await?;
         let mut counts = JobCounts {
             total: 0,
@@ -283,7 +298,8 @@ impl OpsApi {
     /// Per kind: jobs per status, the age of the oldest queued job, jobs finished in the last
     /// minute, and the mean and 95th percentile run time of the last five minutes.
     #[oai(path = "/stats", method = "get", operation_id = "get_stats")]
-    async fn get_stats(&self) -> Result<Json<Stats>, ApiError> {
+    async fn get_stats(&self, auth: ApiKey) -> Result<Json<Stats>, ApiError> {
+        auth.require(Role::Ops)?;
         let counts = store::jobs::count(&self.pool, &store::jobs::JobFilter::default()).await?;
         let figures = store::jobs::figures(&self.pool, STATS_WINDOW_SECS).await?;
         let now = Utc::now();

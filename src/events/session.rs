@@ -17,13 +17,17 @@ use sqlx::PgPool;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+use crate::api::auth::authenticate;
 use crate::api::events::EventsState;
+use crate::auth::{KeyStore, Principal};
 use crate::domain::JobKind;
 use crate::events::{Position, Published, frame};
 use crate::store;
 
 /// Close codes (4000-4999 are the application's own).
 pub mod close {
+    /// No valid key: neither an `Authorization` header nor a first `auth` message in time.
+    pub const UNAUTHORIZED: u16 = 4401;
     /// A message was not valid JSON, not a known type, or had invalid fields.
     pub const INVALID_MESSAGE: u16 = 4400;
     /// `after` names an event that is not (or no longer) in the log.
@@ -42,19 +46,25 @@ pub const MAX_READ_MESSAGE: usize = 1024 * 1024;
 pub const MAX_JOB_IDS: usize = 1000;
 const REPLAY_PAGE: i64 = 200;
 
-/// What a subscriber wants: `None` means any.
+/// What a subscriber wants (`None` means any), within what its key may see.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub job_ids: Option<HashSet<Uuid>>,
     pub kinds: Option<HashSet<JobKind>>,
+    /// The only tenant whose events the key may see (`None`: all, for ops and admin keys).
+    pub tenant: Option<String>,
 }
 
 impl Filter {
-    fn matches(&self, job_id: &Uuid, kind: JobKind) -> bool {
+    fn matches(&self, job_id: &Uuid, kind: JobKind, owner: &str) -> bool {
         self.job_ids.as_ref().is_none_or(|ids| ids.contains(job_id))
             && self.kinds.as_ref().is_none_or(|k| k.contains(&kind))
+            && self.tenant.as_deref().is_none_or(|t| t == owner)
     }
 }
+
+/// How long a connection without an `Authorization` header has to send its `auth` message.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A subscription request, from the connection's query string or a `subscribe` message.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,7 +80,7 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
-    fn filter(&self) -> Result<Filter, String> {
+    fn filter(&self, tenant: Option<String>) -> Result<Filter, String> {
         if self
             .job_ids
             .as_ref()
@@ -81,6 +91,7 @@ impl Subscribe {
         Ok(Filter {
             job_ids: self.job_ids.as_ref().map(|v| v.iter().copied().collect()),
             kinds: self.kinds.as_ref().map(|v| v.iter().copied().collect()),
+            tenant,
         })
     }
 }
@@ -90,6 +101,7 @@ impl Subscribe {
 enum ClientMessage {
     Subscribe(Subscribe),
     Ping,
+    Auth { token: String },
 }
 
 /// Why a session ended early.
@@ -111,18 +123,45 @@ struct Session {
     last_sent: Option<i64>,
     /// Replaying from the log (on a resume point, or after lagging behind the broadcast).
     replaying: bool,
+    /// The tenant the key is limited to.
+    tenant: Option<String>,
 }
 
 /// Runs a session until the client leaves, breaks the protocol, or `shutdown`.
-pub async fn run(socket: WebSocketStream, state: EventsState, initial: Subscribe) {
+pub async fn run(
+    socket: WebSocketStream,
+    state: EventsState,
+    initial: Subscribe,
+    principal: Option<Principal>,
+) {
     let EventsState {
         hub,
         pool,
+        keys,
         shutdown,
         send_timeout,
         ping_interval,
     } = state;
-    let (sink, mut stream) = socket.split();
+    let (mut sink, mut stream) = socket.split();
+    let principal = match principal {
+        Some(p) => p,
+        None => match first_message_auth(&mut stream, &keys).await {
+            Ok(p) => p,
+            Err(message) => {
+                let error = json!({ "type": "error", "code": "unauthorized", "message": message });
+                let goodbye = async {
+                    sink.send(Message::text(error.to_string())).await?;
+                    sink.send(Message::close_with(
+                        CloseCode::from(close::UNAUTHORIZED),
+                        "unauthorized",
+                    ))
+                    .await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+                return;
+            }
+        },
+    };
     // Subscribe before anything is read from the log (see EventHub::subscribe).
     let mut live = hub.subscribe();
     let mut session = Session {
@@ -133,6 +172,7 @@ pub async fn run(socket: WebSocketStream, state: EventsState, initial: Subscribe
         position: None,
         last_sent: None,
         replaying: false,
+        tenant: principal.tenant_scope().map(str::to_owned),
     };
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval(ping_interval);
@@ -213,6 +253,39 @@ fn invalid(message: &str) -> End {
     )
 }
 
+/// Waits for the `auth` message of a connection that came without an `Authorization` header.
+async fn first_message_auth(
+    stream: &mut futures::stream::SplitStream<WebSocketStream>,
+    keys: &KeyStore,
+) -> Result<Principal, String> {
+    let first = tokio::time::timeout(AUTH_TIMEOUT, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(text))) => return Some(text),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        "send {\"type\": \"auth\", \"token\": \"<key>\"} first (or an Authorization header)"
+            .to_owned()
+    })?
+    .ok_or_else(|| "connection closed before authenticating".to_owned())?;
+    let token = match serde_json::from_str::<ClientMessage>(&first) {
+        Ok(ClientMessage::Auth { token }) => token,
+        _ => {
+            return Err(
+                "the first message must be {\"type\": \"auth\", \"token\": \"<key>\"}".to_owned(),
+            );
+        }
+    };
+    authenticate(keys, &token)
+        .await
+        .map_err(|_| "the API key is unknown or revoked".to_owned())
+}
+
 impl Session {
     async fn send(&mut self, message: Message) -> Result<(), End> {
         match tokio::time::timeout(self.send_timeout, self.sink.send(message)).await {
@@ -230,13 +303,14 @@ impl Session {
         match serde_json::from_str::<ClientMessage>(text) {
             Ok(ClientMessage::Subscribe(sub)) => self.subscribe(sub).await,
             Ok(ClientMessage::Ping) => self.send(Message::text(r#"{"type":"pong"}"#)).await,
+            Ok(ClientMessage::Auth { .. }) => Err(invalid("already authenticated")),
             Err(e) => Err(invalid(&e.to_string())),
         }
     }
 
     /// Applies a subscription: a new filter and, with `after`, a replay from that event.
     async fn subscribe(&mut self, sub: Subscribe) -> Result<(), End> {
-        self.filter = sub.filter().map_err(|e| invalid(&e))?;
+        self.filter = sub.filter(self.tenant.clone()).map_err(|e| invalid(&e))?;
         let head = store::events::head(&self.pool).await.ok();
         if self.position.is_none() {
             // "From now on": everything after the newest final event. (Later events that are
@@ -295,7 +369,7 @@ impl Session {
             let Some(kind) = JobKind::parse(&row.kind) else {
                 continue;
             };
-            if !self.filter.matches(&row.job_id, kind) {
+            if !self.filter.matches(&row.job_id, kind, &row.owner) {
                 continue;
             }
             let id = row.id;
@@ -318,7 +392,7 @@ impl Session {
             return Ok(()); // already replayed from the log
         }
         self.position = Some(event.position);
-        if self.filter.matches(&event.job_id, event.kind) {
+        if self.filter.matches(&event.job_id, event.kind, &event.owner) {
             self.send(Message::text(event.frame.clone())).await?;
             self.last_sent = Some(event.id);
         }

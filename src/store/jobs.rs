@@ -107,6 +107,8 @@ pub struct JobFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// Case-insensitive substring of `last_error`.
     pub error_contains: Option<String>,
+    /// Only this tenant's jobs.
+    pub owner: Option<String>,
 }
 
 impl JobFilter {
@@ -148,6 +150,7 @@ pub async fn list(
               AND ($4::timestamptz IS NULL OR created_at < $4)
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id < $6)
+              AND ($8::text IS NULL OR owner = $8)
             ORDER BY id DESC
             LIMIT $7
             "#,
@@ -157,7 +160,8 @@ pub async fn list(
             filter.created_before,
             pattern,
             after,
-            limit
+            limit,
+            filter.owner
         )
         .fetch_all(ex)
         .await
@@ -172,6 +176,7 @@ pub async fn list(
               AND ($4::timestamptz IS NULL OR created_at < $4)
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id > $6)
+              AND ($8::text IS NULL OR owner = $8)
             ORDER BY id ASC
             LIMIT $7
             "#,
@@ -181,7 +186,8 @@ pub async fn list(
             filter.created_before,
             pattern,
             after,
-            limit
+            limit,
+            filter.owner
         )
         .fetch_all(ex)
         .await
@@ -202,6 +208,7 @@ pub async fn count(
           AND ($3::timestamptz IS NULL OR created_at >= $3)
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
+          AND ($6::text IS NULL OR owner = $6)
         GROUP BY kind, status
         "#,
         filter.statuses.as_deref(),
@@ -209,6 +216,7 @@ pub async fn count(
         filter.created_after,
         filter.created_before,
         filter.error_pattern(),
+        filter.owner
     )
     .fetch_all(ex)
     .await?;
@@ -230,6 +238,7 @@ pub async fn lock_matching(
           AND ($3::timestamptz IS NULL OR created_at >= $3)
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
+          AND ($7::text IS NULL OR owner = $7)
         ORDER BY id
         LIMIT $6
         FOR UPDATE SKIP LOCKED
@@ -239,7 +248,8 @@ pub async fn lock_matching(
         filter.created_after,
         filter.created_before,
         filter.error_pattern(),
-        limit
+        limit,
+        filter.owner
     )
     .fetch_all(conn)
     .await

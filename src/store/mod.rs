@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod keys;
 pub mod queue;
 
 pub use events::EventRow;

@@ -41,7 +41,7 @@ async fn a_subscriber_sees_a_long_running_job_from_queued_to_succeeded_in_order(
     db: PgConnectOptions,
 ) {
     let app = spawn_app_with(db, &["--progress-interval", "0ms"]).await;
-    let mut ws = WsClient::connect(&app.base, "").await;
+    let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
 
     let id = enqueue_steps(&app, 5, 40).await;
@@ -81,7 +81,7 @@ async fn filters_select_jobs_and_kinds_and_change_on_an_open_socket(
     let b = enqueue_steps(&app, 4, 30).await;
 
     // One job, replayed from the start of the log.
-    let mut only_a = WsClient::connect(&app.base, &format!("?job_ids={a}&after=0")).await;
+    let mut only_a = WsClient::connect(&app, &format!("?job_ids={a}&after=0")).await;
     only_a.expect("subscribed").await;
     let events = only_a.events_until(WAIT, is_terminal_of(&a)).await;
     assert!(
@@ -90,7 +90,7 @@ async fn filters_select_jobs_and_kinds_and_change_on_an_open_socket(
     );
 
     // One kind, live.
-    let mut hashes = WsClient::connect(&app.base, "?kinds=hash").await;
+    let mut hashes = WsClient::connect(&app, "?kinds=hash").await;
     hashes.expect("subscribed").await;
     let h = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
     let h = h["id"].as_str().unwrap().to_owned();
@@ -118,7 +118,7 @@ async fn reconnecting_with_the_last_id_misses_nothing_and_repeats_nothing(
     db: PgConnectOptions,
 ) {
     let app = spawn_app_with(db, &["--progress-interval", "0ms"]).await;
-    let mut ws = WsClient::connect(&app.base, "").await;
+    let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
     let mut jobs = Vec::new();
     for _ in 0..4 {
@@ -137,7 +137,7 @@ async fn reconnecting_with_the_last_id_misses_nothing_and_repeats_nothing(
     ws.close().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut ws = WsClient::connect(&app.base, &format!("?after={last}")).await;
+    let mut ws = WsClient::connect(&app, &format!("?after={last}")).await;
     let ack = ws.expect("subscribed").await;
     assert_eq!(ack["after"], last);
     let mut finished = HashSet::new();
@@ -169,7 +169,7 @@ async fn a_long_uncommitted_event_holds_back_later_ones_so_resuming_never_skips_
 ) {
     let app = spawn_app_with(db, &["--role", "api"]).await;
     let job = enqueue_steps(&app, 1, 0).await;
-    let mut ws = WsClient::connect(&app.base, "").await;
+    let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
 
     let insert = "INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
@@ -201,7 +201,7 @@ async fn a_long_uncommitted_event_holds_back_later_ones_so_resuming_never_skips_
     let events = ws.events_until(WAIT, |e| e["id"] == late).await;
     assert_eq!(ids(&events), [early, late]);
 
-    let mut resumed = WsClient::connect(&app.base, &format!("?after={early}")).await;
+    let mut resumed = WsClient::connect(&app, &format!("?after={early}")).await;
     resumed.expect("subscribed").await;
     let events = resumed.events_until(WAIT, |e| e["id"] == late).await;
     assert_eq!(ids(&events), [late]);
@@ -214,10 +214,12 @@ async fn a_subscriber_on_an_api_process_receives_the_events_of_a_worker_process(
 ) {
     let api = JobqProcess::start(&db, &["--role", "api"]).await;
     let worker = JobqProcess::start(&db, &["--role", "worker", "--progress-interval", "0ms"]).await;
-    let mut ws = WsClient::connect(&api.base, "").await;
+    let mut ws = WsClient::connect(&api, "").await;
     ws.expect("subscribed").await;
 
-    let resp = reqwest::Client::new()
+    let resp = api
+        .client
+        .clone()
         .post(format!("{}/v1/jobs/long-running", api.base))
         .json(&json!({"steps": 3, "step_duration_ms": 50}))
         .send()
@@ -250,7 +252,7 @@ async fn a_subscriber_on_an_api_process_receives_the_events_of_a_worker_process(
 async fn protocol_errors_close_with_clear_codes(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, &["--role", "api"]).await;
 
-    let mut ws = WsClient::connect(&app.base, "").await;
+    let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
     ws.send(json!({"type": "ping"})).await;
     ws.expect("pong").await;
@@ -259,14 +261,14 @@ async fn protocol_errors_close_with_clear_codes(_: PgPoolOptions, db: PgConnectO
     assert_eq!(error["code"], "invalid_message");
     assert_eq!(ws.next(WAIT).await, Err(WsClient::close_code(4400)));
 
-    let mut ws = WsClient::connect(&app.base, "").await;
+    let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
     ws.send(json!({"type": "subscribe", "kinds": ["sms"]}))
         .await;
     ws.expect("error").await;
     assert_eq!(ws.next(WAIT).await, Err(WsClient::close_code(4400)));
 
-    let mut ws = WsClient::connect(&app.base, "").await;
+    let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
     ws.send(json!({"type": "subscribe", "job_ids": ["x".repeat(70_000)]}))
         .await;
@@ -278,7 +280,7 @@ async fn protocol_errors_close_with_clear_codes(_: PgPoolOptions, db: PgConnectO
     };
     assert_eq!(ended, WsClient::close_code(1009));
 
-    let mut ws = WsClient::connect(&app.base, "?after=987654321").await;
+    let mut ws = WsClient::connect(&app, "?after=987654321").await;
     let error = ws.expect("error").await;
     assert_eq!(error["code"], "unknown_resume_point");
     assert_eq!(ws.next(WAIT).await, Err(WsClient::close_code(4404)));
@@ -313,11 +315,11 @@ async fn a_client_that_stops_reading_neither_stalls_others_nor_grows_server_memo
     )
     .await;
     // A client with a tiny receive buffer that never reads after subscribing.
-    let mut stalled = WsClient::connect_with_small_buffer(&server.base, "").await;
+    let mut stalled = WsClient::connect_with_small_buffer(&server, "").await;
     stalled.expect("subscribed").await;
-    let mut reader = WsClient::connect(&server.base, "").await;
+    let mut reader = WsClient::connect(&server, "").await;
     reader.expect("subscribed").await;
-    let client = reqwest::Client::new();
+    let client = server.client.clone();
     let mut jobs = HashSet::new();
     // ~40,000 progress events, ~8 MB of frames: far more than the kernel buffers of a socket
     // (4 MiB at most here), so a server that queued events for the stalled client would grow.
@@ -399,14 +401,14 @@ async fn a_client_that_never_answers_pings_is_closed_with_4000(
     db: PgConnectOptions,
 ) {
     let app = spawn_app_with(db, &["--role", "api", "--ws-ping-interval", "200ms"]).await;
-    let mut silent = WsClient::connect(&app.base, "").await;
+    let mut silent = WsClient::connect(&app, "").await;
     // Not reading means not answering the server's pings either.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     silent.expect("subscribed").await;
     assert_eq!(silent.next(WAIT).await, Err(WsClient::close_code(4000)));
 
     // A client that reads (and so answers pings) stays connected.
-    let mut alive = WsClient::connect(&app.base, "").await;
+    let mut alive = WsClient::connect(&app, "").await;
     alive.expect("subscribed").await;
     assert_eq!(
         alive.next(Duration::from_millis(1500)).await,

@@ -13,6 +13,7 @@ mod ops;
 mod process;
 mod reads;
 mod retries;
+mod security;
 mod spec;
 mod validation;
 mod workers;

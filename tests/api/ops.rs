@@ -142,7 +142,8 @@ async fn retrying_a_failed_email_delivers_it_once_the_server_is_back(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let port = closed_port();
+    let refusing = closed_port();
+    let port = refusing.port();
     let url = format!("smtp://127.0.0.1:{port}");
     let app = spawn_app_with(db, &["--smtp-url", &url]).await;
     let id = email(&app, 1).await;
@@ -169,7 +170,7 @@ async fn retrying_a_failed_email_delivers_it_once_the_server_is_back(
         "{err}"
     );
 
-    let smtp = SmtpServer::start_on(port);
+    let smtp = SmtpServer::start_on(refusing.release());
     let resp = app.post(&format!("/v1/jobs/{id}/retry"), &json!({})).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let requeued: Value = resp.json().await.unwrap();
@@ -202,7 +203,7 @@ async fn retrying_a_failed_email_delivers_it_once_the_server_is_back(
         .into_iter()
         .find(|e| e["type"] == "retried")
         .unwrap();
-    assert_eq!(retried["data"]["by"], "api");
+    assert_eq!(retried["data"]["by"], "test-admin");
     assert_eq!(retried["data"]["previous_status"], "failed");
     assert_eq!(retried["data"]["previous_attempts"], 1);
 }
@@ -284,7 +285,8 @@ async fn cancelled_queued_and_retrying_jobs_never_run(_: PgPoolOptions, db: PgCo
     drop(worker);
 
     // A job waiting for its next attempt.
-    let refusing = format!("smtp://127.0.0.1:{}", closed_port());
+    let closed = closed_port();
+    let refusing = format!("smtp://127.0.0.1:{}", closed.port());
     let app = spawn_app_with(db, &["--smtp-url", &refusing, "--retry-base", "30s"]).await;
     let retrying = email(&app, 3).await;
     status_is(&app, &retrying, "retrying").await;
@@ -296,7 +298,7 @@ async fn cancelled_queued_and_retrying_jobs_never_run(_: PgPoolOptions, db: PgCo
     let cancelled = events.last().unwrap();
     assert_eq!(cancelled["type"], "cancelled");
     assert_eq!(cancelled["data"]["previous_status"], "retrying");
-    assert_eq!(cancelled["data"]["by"], "api");
+    assert_eq!(cancelled["data"]["by"], "test-admin");
     let job = app.job(&retrying).await;
     assert_eq!(
         (job["status"].as_str(), job["attempt"].as_u64()),
@@ -312,10 +314,12 @@ async fn cancelling_a_running_job_in_another_process_stops_its_work(
 ) {
     let api = JobqProcess::start(&db, &["--role", "api"]).await;
     let worker = JobqProcess::start(&db, &["--role", "worker", "--progress-interval", "0ms"]).await;
-    let client = reqwest::Client::new();
+    let client = api.client.clone();
     let job: Value = client
         .post(format!("{}/v1/jobs/long-running", api.base))
-        .json(&json!({"steps": 200, "step_duration_ms": 50}))
+        // Long steps: the next progress write (which would also find the job cancelled) is
+        // seconds away, so a prompt stop can only come from the cancel notification.
+        .json(&json!({"steps": 20, "step_duration_ms": 1500}))
         .send()
         .await
         .unwrap()
@@ -325,11 +329,18 @@ async fn cancelling_a_running_job_in_another_process_stops_its_work(
     let id = id_of(&job);
     let job_url = format!("{}/v1/jobs/{id}", api.base);
     let progress = || async {
-        let job: Value = reqwest::get(&job_url).await.unwrap().json().await.unwrap();
+        let job: Value = client
+            .get(&job_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         job["progress"]["done"].as_u64().unwrap()
     };
     eventually(WAIT, "progress", || async {
-        (progress().await >= 3).then_some(())
+        (progress().await >= 1).then_some(())
     })
     .await;
 
@@ -340,10 +351,23 @@ async fn cancelling_a_running_job_in_another_process_stops_its_work(
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let at_cancel = progress().await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually(
+        Duration::from_secs(1),
+        "the worker to stop the attempt",
+        || async {
+            let logs = worker.logs();
+            (logs.contains("cancelling the running attempt")
+                && logs.contains("attempt ended without effect"))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert!(progress().await <= at_cancel, "progress stopped growing");
 
-    let events: Value = reqwest::get(format!("{job_url}/events?limit=200"))
+    let events: Value = client
+        .get(format!("{job_url}/events?limit=200"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -356,13 +380,6 @@ async fn cancelling_a_running_job_in_another_process_stops_its_work(
         "nothing after the cancel"
     );
     assert_eq!(events.last().unwrap()["data"]["previous_status"], "running");
-    eventually(WAIT, "the worker to stop the attempt", || async {
-        let logs = worker.logs();
-        (logs.contains("cancelling the running attempt")
-            && logs.contains("attempt ended without effect"))
-        .then_some(())
-    })
-    .await;
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -377,7 +394,7 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnectOptions) {
     let smtp = SmtpServer::rejecting();
     let server = JobqProcess::start(&db, &["--smtp-url", &smtp.url()]).await;
-    let client = reqwest::Client::new();
+    let client = server.client.clone();
     let post = |path: &'static str, body: Value| {
         let client = client.clone();
         let base = server.base.clone();
@@ -414,7 +431,9 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
     .await;
     let job_url = |id: &str| format!("{}/v1/jobs/{id}", server.base);
     eventually(WAIT, "the long job to run", || async {
-        let job: Value = reqwest::get(job_url(&long))
+        let job: Value = client
+            .get(job_url(&long))
+            .send()
             .await
             .unwrap()
             .json()
@@ -430,7 +449,9 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
         .unwrap();
     for id in &ids {
         eventually(WAIT, "jobs to finish", || async {
-            let job: Value = reqwest::get(job_url(id))
+            let job: Value = client
+                .get(job_url(id))
+                .send()
                 .await
                 .unwrap()
                 .json()
@@ -441,7 +462,9 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
         .await;
     }
 
-    let stats: Value = reqwest::get(format!("{}/v1/stats", server.base))
+    let stats: Value = client
+        .get(format!("{}/v1/stats", server.base))
+        .send()
         .await
         .unwrap()
         .json()
@@ -478,7 +501,9 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
 
     // The cancelled attempt ends a moment after the cancel: wait for its metric.
     let scrape = || async {
-        reqwest::get(format!("{}/metrics", server.base))
+        client
+            .get(format!("{}/metrics", server.base))
+            .send()
             .await
             .unwrap()
             .text()
@@ -619,7 +644,8 @@ async fn retention_prunes_exactly_the_old_finished_jobs(_: PgPoolOptions, db: Pg
 #[sqlx::test(migrations = false)]
 async fn json_logs_carry_the_job_id_and_kind(_: PgPoolOptions, db: PgConnectOptions) {
     let server = JobqProcess::start(&db, &["--log-format", "json"]).await;
-    let job: Value = reqwest::Client::new()
+    let job: Value = server
+        .client
         .post(format!("{}/v1/jobs/hash", server.base))
         .json(&json!({"data": "x"}))
         .send()

@@ -20,8 +20,10 @@ const FLAGS: &[&str] = &[
     "5s",
 ];
 
-async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}"))
+async fn get(p: &JobqProcess, path: &str) -> Value {
+    p.client
+        .get(format!("{}{path}", p.base))
+        .send()
         .await
         .unwrap()
         .json()
@@ -29,9 +31,10 @@ async fn get(base: &str, path: &str) -> Value {
         .unwrap()
 }
 
-async fn enqueue_long_running(base: &str, steps: u32, step_ms: u32) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/jobs/long-running"))
+async fn enqueue_long_running(p: &JobqProcess, steps: u32, step_ms: u32) -> String {
+    let resp = p
+        .client
+        .post(format!("{}/v1/jobs/long-running", p.base))
         .json(&json!({"steps": steps, "step_duration_ms": step_ms}))
         .send()
         .await
@@ -41,26 +44,26 @@ async fn enqueue_long_running(base: &str, steps: u32, step_ms: u32) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
 
-async fn progress_at_least(base: &str, id: &str, n: u64) -> u64 {
+async fn progress_at_least(p: &JobqProcess, id: &str, n: u64) -> u64 {
     eventually(Duration::from_secs(30), "progress", || async {
-        let job = get(base, &format!("/v1/jobs/{id}")).await;
+        let job = get(p, &format!("/v1/jobs/{id}")).await;
         let done = job["progress"]["done"].as_u64().unwrap();
         (done >= n).then_some(done)
     })
     .await
 }
 
-async fn wait_finished(base: &str, id: &str) -> Value {
+async fn wait_finished(p: &JobqProcess, id: &str) -> Value {
     eventually(Duration::from_secs(60), "the job to finish", || async {
-        let job = get(base, &format!("/v1/jobs/{id}")).await;
+        let job = get(p, &format!("/v1/jobs/{id}")).await;
         let status = job["status"].as_str().unwrap().to_owned();
         matches!(status.as_str(), "succeeded" | "failed" | "cancelled").then_some(job)
     })
     .await
 }
 
-async fn events(base: &str, id: &str) -> Vec<Value> {
-    get(base, &format!("/v1/jobs/{id}/events?limit=200")).await["events"]
+async fn events(p: &JobqProcess, id: &str) -> Vec<Value> {
+    get(p, &format!("/v1/jobs/{id}/events?limit=200")).await["events"]
         .as_array()
         .unwrap()
         .clone()
@@ -72,12 +75,12 @@ async fn a_killed_worker_process_is_replaced_and_the_job_resumes_from_its_checkp
     db: PgConnectOptions,
 ) {
     let mut first = JobqProcess::start(&db, FLAGS).await;
-    let id = enqueue_long_running(&first.base, 30, 100).await;
-    let checkpoint = progress_at_least(&first.base, &id, 5).await;
+    let id = enqueue_long_running(&first, 30, 100).await;
+    let checkpoint = progress_at_least(&first, &id, 5).await;
     first.kill();
 
     let second = JobqProcess::start(&db, FLAGS).await;
-    let job = wait_finished(&second.base, &id).await;
+    let job = wait_finished(&second, &id).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", second.logs());
     assert_eq!(job["result"]["steps_completed"], 30);
     assert_eq!(
@@ -85,7 +88,7 @@ async fn a_killed_worker_process_is_replaced_and_the_job_resumes_from_its_checkp
         "the lost attempt counts, the rescue is the second"
     );
 
-    let events = events(&second.base, &id).await;
+    let events = events(&second, &id).await;
     let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "started").collect();
     assert_eq!(starts.len(), 2, "{events:#?}");
     assert_eq!(starts[1]["data"]["rescued"], true);
@@ -114,20 +117,20 @@ async fn sigterm_releases_a_running_job_at_a_safe_point_and_exits_zero(
     db: PgConnectOptions,
 ) {
     let mut first = JobqProcess::start(&db, FLAGS).await;
-    let id = enqueue_long_running(&first.base, 40, 100).await;
-    progress_at_least(&first.base, &id, 3).await;
+    let id = enqueue_long_running(&first, 40, 100).await;
+    progress_at_least(&first, &id, 3).await;
 
     let status = first.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}\n{}", first.logs());
 
     // Back in the queue with its checkpoint, its attempt not spent.
     let second = JobqProcess::start(&db, &[FLAGS, &["--role", "api"]].concat()).await;
-    let job = get(&second.base, &format!("/v1/jobs/{id}")).await;
+    let job = get(&second, &format!("/v1/jobs/{id}")).await;
     assert_eq!(job["status"], "queued", "{job}");
     assert_eq!(job["attempt"], 0);
     let saved = job["progress"]["done"].as_u64().unwrap();
     assert!(saved >= 3, "checkpoint kept: {job}");
-    let released = events(&second.base, &id).await;
+    let released = events(&second, &id).await;
     let last = released.last().unwrap();
     assert_eq!(last["type"], "queued");
     assert_eq!(last["data"]["reason"], "worker shutdown");
@@ -135,10 +138,10 @@ async fn sigterm_releases_a_running_job_at_a_safe_point_and_exits_zero(
 
     // A new worker finishes it from the checkpoint.
     let third = JobqProcess::start(&db, FLAGS).await;
-    let job = wait_finished(&third.base, &id).await;
+    let job = wait_finished(&third, &id).await;
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["attempt"], 1);
-    let starts: Vec<Value> = events(&third.base, &id)
+    let starts: Vec<Value> = events(&third, &id)
         .await
         .into_iter()
         .filter(|e| e["type"] == "started")
@@ -204,11 +207,8 @@ async fn migrate_and_serve_create_a_missing_database(_: PgPoolOptions, db: PgCon
 
     // `serve` on a database that does not exist creates it too, and runs a job on it.
     let process = JobqProcess::start(&fresh, FLAGS).await;
-    let id = enqueue_long_running(&process.base, 1, 0).await;
-    assert_eq!(
-        wait_finished(&process.base, &id).await["status"],
-        "succeeded"
-    );
+    let id = enqueue_long_running(&process, 1, 0).await;
+    assert_eq!(wait_finished(&process, &id).await["status"], "succeeded");
     drop(process);
     // The name is ours (a UUID), not user input.
     sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -54,14 +54,16 @@ async fn swagger_ui_and_probes_are_served(_: PgPoolOptions, db: PgConnectOptions
 #[tokio::test]
 async fn without_postgres_readiness_fails_and_enqueue_answers_503_fast() {
     // A pool pointing at a port where nothing listens: Postgres is "down".
+    let down = closed_port();
     let options = PgConnectOptions::new()
         .host("127.0.0.1")
-        .port(closed_port())
+        .port(down.port())
         .username("postgres");
     let pool = PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(2))
         .connect_lazy_with(options);
-    let app = start_app(pool, &["--role", "api"]).await;
+    // Any token: the key lookup itself needs the database.
+    let app = start_app(pool, "jq_unchecked".to_owned(), &["--role", "api"]).await;
 
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);

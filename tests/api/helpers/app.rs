@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use jobq::app::App;
+use jobq::auth::{KeySpec, Role};
 use jobq::config::ServeConfig;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -22,7 +23,10 @@ struct Args {
 /// A jobq running in this test process.
 pub struct TestApp {
     pub base: String,
+    /// Sends the admin key of `token` with every request.
     pub client: reqwest::Client,
+    /// An admin key (name `test-admin`, tenant `default`).
+    pub token: String,
     pub pool: PgPool,
     /// Kept alive for the test's duration.
     _app: App,
@@ -38,11 +42,32 @@ pub async fn spawn_app_with(db: PgConnectOptions, flags: &[&str]) -> TestApp {
         .await
         .expect("connect to the test database");
     jobq::db::migrate(&pool).await.expect("migrate");
-    start_app(pool, flags).await
+    let token = create_key(&pool, "test-admin", Role::Admin, "default").await;
+    start_app(pool, token, flags).await
 }
 
-/// Starts jobq on `pool` as it is (no connection, no migration first).
-pub async fn start_app(pool: PgPool, flags: &[&str]) -> TestApp {
+/// Creates an API key directly in the database; returns its token.
+pub async fn create_key(pool: &PgPool, name: &str, role: Role, tenant: &str) -> String {
+    let spec = KeySpec::parse(name, role, tenant, None).expect("valid key fields");
+    jobq::auth::create_key(pool, &spec)
+        .await
+        .expect("create key")
+        .token
+}
+
+/// A client that sends `token` as its bearer key.
+pub fn authorized_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {token}").parse().expect("header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// Starts jobq on `pool` as it is (no connection, no migration first); requests carry `token`.
+pub async fn start_app(pool: PgPool, token: String, flags: &[&str]) -> TestApp {
     let mut args = vec![
         "jobq",
         "--listen",
@@ -55,6 +80,8 @@ pub async fn start_app(pool: PgPool, flags: &[&str]) -> TestApp {
         "50ms",
         "--shutdown-grace",
         "5s",
+        "--smtp-timeout",
+        "5s",
     ];
     args.extend_from_slice(flags);
     let config = Args::try_parse_from(&args).expect("valid test flags").serve;
@@ -63,7 +90,8 @@ pub async fn start_app(pool: PgPool, flags: &[&str]) -> TestApp {
         .expect("start jobq");
     TestApp {
         base: format!("http://{}", app.addr()),
-        client: reqwest::Client::new(),
+        client: authorized_client(&token),
+        token,
         pool,
         _app: app,
     }
@@ -76,7 +104,22 @@ pub async fn spawn_app(db: PgConnectOptions) -> TestApp {
     spawn_app_with(db, &["--mail-dir", &dir]).await
 }
 
+impl super::Target for TestApp {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 impl TestApp {
+    /// A new key of `role` for `tenant`.
+    pub async fn key(&self, role: Role, tenant: &str) -> String {
+        let name = format!("{}-{tenant}", role.as_str());
+        create_key(&self.pool, &name, role, tenant).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

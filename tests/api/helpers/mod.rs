@@ -5,12 +5,18 @@ mod process;
 mod smtp;
 mod ws;
 
-pub use app::{TestApp, spawn_app, spawn_app_with, start_app};
+pub use app::{TestApp, authorized_client, create_key, spawn_app, spawn_app_with, start_app};
 pub use process::{JobqProcess, database_url};
 pub use smtp::{SmtpServer, closed_port};
 pub use ws::{Ended, WsClient};
 
 use std::time::{Duration, Instant};
+
+/// A running jobq that tests talk to: where it is and which key to use.
+pub trait Target {
+    fn base(&self) -> &str;
+    fn token(&self) -> &str;
+}
 
 /// Polls `probe` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T

@@ -4,13 +4,29 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
+use jobq::auth::Role;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{authorized_client, create_key};
 
 /// The real `jobq` binary as a child process, for crash and signal tests.
 pub struct JobqProcess {
     child: Child,
     pub base: String,
     pub log: PathBuf,
+    /// An admin key, created once the process has migrated the database.
+    pub token: String,
+    /// Sends `token` with every request.
+    pub client: reqwest::Client,
+}
+
+impl super::Target for JobqProcess {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn token(&self) -> &str {
+        &self.token
+    }
 }
 
 /// A Postgres URL for the database of `db` (the tests run against a trust-auth server).
@@ -49,12 +65,22 @@ impl JobqProcess {
             .stderr(err)
             .spawn()
             .expect("spawn jobq");
-        let process = Self {
+        let mut process = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             log,
+            token: String::new(),
+            client: reqwest::Client::new(),
         };
         process.wait_until_healthy().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(db.clone())
+            .await
+            .expect("connect to the test database");
+        process.token = create_key(&pool, "process-admin", Role::Admin, "default").await;
+        process.client = authorized_client(&process.token);
+        pool.close().await;
         process
     }
 

@@ -104,8 +104,35 @@ impl SmtpServer {
     }
 }
 
-/// A loopback port with nothing listening: connections are refused.
-pub fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
+/// A loopback port that refuses connections, reserved for as long as the value lives: the
+/// socket is bound but never listens, so no other test can take the port meanwhile.
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Frees the port (e.g. to start a server on it).
+    pub fn release(self) -> u16 {
+        drop(self.socket);
+        self.port
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&addr.into()).expect("bind");
+    let port = socket
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("inet address")
+        .port();
+    ClosedPort { socket, port }
 }

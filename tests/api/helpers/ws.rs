@@ -4,8 +4,11 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::Target;
 
 /// A real WebSocket client (tokio-tungstenite) on `GET /v1/events`.
 pub struct WsClient {
@@ -20,13 +23,28 @@ pub enum Ended {
 }
 
 impl WsClient {
-    /// Connects to `base` (http://host:port) with the query string `query` ("" for none).
-    pub async fn connect(base: &str, query: &str) -> Self {
-        let url = format!("{}/v1/events{query}", base.replacen("http", "ws", 1));
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+    /// Connects to `target` with its key in the `Authorization` header and the query string
+    /// `query` ("" for none).
+    pub async fn connect(target: &impl Target, query: &str) -> Self {
+        Self::try_connect(target.base(), Some(target.token()), query)
             .await
-            .expect("WebSocket connect");
-        Self { ws }
+            .expect("WebSocket connect")
+    }
+
+    /// Connects to `base` with `token` as header (or none); the handshake's error as it is.
+    pub async fn try_connect(
+        base: &str,
+        token: Option<&str>,
+        query: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("{}/v1/events{query}", base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request()?;
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("header value");
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self { ws })
     }
 
     pub async fn send(&mut self, message: Value) {
@@ -100,16 +118,22 @@ impl WsClient {
 impl WsClient {
     /// Like `connect`, over a socket with a 4 KiB receive buffer: a client that stops reading
     /// soon pushes back on the server.
-    pub async fn connect_with_small_buffer(base: &str, query: &str) -> Self {
-        let addr = base.trim_start_matches("http://");
+    pub async fn connect_with_small_buffer(target: &impl Target, query: &str) -> Self {
+        let addr = target.base().trim_start_matches("http://");
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         let stream = socket
             .connect(addr.parse().expect("socket address"))
             .await
             .expect("connect");
-        let url = format!("ws://{addr}/v1/events{query}");
-        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        let mut request = format!("ws://{addr}/v1/events{query}")
+            .into_client_request()
+            .expect("request");
+        let value = format!("Bearer {}", target.token())
+            .parse()
+            .expect("header value");
+        request.headers_mut().insert("authorization", value);
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
             .await
             .expect("WebSocket handshake");
         Self { ws }
