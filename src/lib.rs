@@ -31,5 +31,7 @@ pub mod shutdown;
 pub mod store;
 /// Logging set-up.
 pub mod telemetry;
+/// The operators' dashboard at `/ui` (embedded static page).
+pub mod ui;
 /// apalis workers and their executor.
 pub mod worker;

@@ -141,6 +141,7 @@ pub fn routes(state: ApiState, role: Role, events: Option<events::EventsState>) 
         let spec = api.spec_endpoint();
         route
             .at("/v1/events", poem::get(events::events.data(events)))
+            .nest("/ui", crate::ui::routes())
             .nest("/docs", docs)
             .at("/openapi.json", spec)
             .nest("/", api)
