@@ -63,10 +63,14 @@ impl App {
             None
         };
 
+        let api_config = config.api.clone();
+        let make_job: crate::maintenance::scheduler::MakeJob =
+            Arc::new(move |s| api::schedules::job_of(s, &api_config));
         crate::maintenance::start(
             pool.clone(),
             config.retention,
             config.retention_interval,
+            make_job,
             shutdown.clone(),
         );
         let keys = KeyStore::start(pool.clone(), config.api.insecure_no_auth, shutdown.clone());
@@ -76,8 +80,12 @@ impl App {
                  Never run like this where anyone else can reach the port."
             );
         }
-        let events = config.role.runs_api().then(|| api::events::EventsState {
-            hub: EventHub::start(pool.clone(), shutdown.clone()),
+        let hub = match config.role.runs_api() {
+            true => Some(EventHub::start(pool.clone(), shutdown.clone()).await),
+            false => None,
+        };
+        let events = hub.map(|hub| api::events::EventsState {
+            hub,
             pool: pool.clone(),
             keys: keys.clone(),
             shutdown: shutdown.clone(),
@@ -89,6 +97,7 @@ impl App {
             config: config.api.clone(),
             keys,
             limits: RateLimits::new(config.api.enqueue_rate_limit),
+            hub: events.as_ref().map(|e| e.hub.clone()),
         };
         let routes = api::routes(state, config.role, events);
         let token = shutdown.clone();

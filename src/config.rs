@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::domain::Backoff;
+use crate::domain::{Backoff, MAX_ATTEMPTS_LIMIT};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/jobq";
 
@@ -118,9 +118,6 @@ impl ApiConfig {
         }
     }
 }
-
-/// Upper bound of `max_attempts` on any job.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 25;
 
 #[derive(Debug, Clone, Args)]
 pub struct EmailConfig {

@@ -83,7 +83,7 @@ pub fn http_request(route: String, method: String, status: u16, started: Instant
 pub async fn render(pool: &PgPool, websocket_sessions: Option<usize>) -> String {
     if let Ok(depths) = store::jobs::depths(pool).await {
         for kind in JobKind::ALL {
-            for status in ["queued", "retrying", "running"] {
+            for status in ["scheduled", "queued", "retrying", "running"] {
                 let n = depths
                     .iter()
                     .find(|(k, s, _)| k == kind.as_str() && s == status)

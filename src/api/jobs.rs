@@ -3,10 +3,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as CURSOR;
 use chrono::{DateTime, Utc};
+use poem_openapi::Object;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
-use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -14,26 +14,48 @@ use crate::api::ApiTags;
 use crate::api::auth::{ApiKey, rate_check};
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
-use crate::api::models::{
-    EnqueueEmail, EnqueueHash, EnqueueLongRunning, EventPage, Job, JobEvent, JobPage,
+use crate::api::models::{EventPage, Job, JobEvent, JobPage};
+use crate::api::requests::{
+    EnqueueBatch, EnqueueEmail, EnqueueHash, EnqueueLongRunning, JobRequest, at_index,
 };
-use crate::auth::{RateLimits, Role};
-use crate::config::{ApiConfig, MAX_ATTEMPTS_LIMIT};
-use crate::domain::{FieldError, JobKind, JobStatus};
-use crate::jobs::email::EmailJob;
-use crate::jobs::hash::HashJob;
-use crate::jobs::long_running::LongRunningJob;
+use crate::auth::{Principal, RateLimits, Role};
+use crate::config::ApiConfig;
+use crate::domain::{JobKind, JobOptions, JobStatus};
+use crate::events::EventHub;
 use crate::lifecycle::{self, EnqueueError, EnqueueRequest, Enqueued};
 use crate::{metrics, store};
 
 const MAX_PAGE: u32 = 200;
 const DEFAULT_PAGE: u32 = 50;
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+const MAX_BATCH: usize = 1000;
 
 pub struct JobsApi {
     pub pool: PgPool,
     pub config: ApiConfig,
     pub limits: RateLimits,
+    /// Live events, for `wait_job` (absent only where no API runs).
+    pub hub: Option<EventHub>,
+}
+
+/// The jobs of a batch.
+#[derive(Debug, Object)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// A batch was accepted.
+#[derive(ApiResponse)]
+pub enum BatchResponse {
+    /// Every job is durable and queued (or scheduled), in the order of the request. With an
+    /// `Idempotency-Key` used before for the same request, these are the jobs it created.
+    #[oai(status = 202)]
+    Accepted(
+        Json<JobList>,
+        /// True when an earlier request with the same Idempotency-Key created these jobs.
+        #[oai(header = "Idempotent-Replayed")]
+        bool,
+    ),
 }
 
 /// A job was accepted.
@@ -69,17 +91,8 @@ impl JobsApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, ApiError> {
-        let req = body.0;
-        let job = EmailJob::parse(req.to, req.subject, req.body)?;
-        self.enqueue(
-            &auth,
-            JobKind::Email,
-            &job,
-            0,
-            req.max_attempts,
-            idempotency_key.0,
-        )
-        .await
+        self.enqueue_one(&auth, JobRequest::Email(body.0), idempotency_key.0)
+            .await
     }
 
     /// Enqueue a long-running job
@@ -99,18 +112,8 @@ impl JobsApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, ApiError> {
-        let req = body.0;
-        let job = LongRunningJob::parse(req.steps, req.step_duration_ms)?;
-        let total = job.steps;
-        self.enqueue(
-            &auth,
-            JobKind::LongRunning,
-            &job,
-            total,
-            req.max_attempts,
-            idempotency_key.0,
-        )
-        .await
+        self.enqueue_one(&auth, JobRequest::LongRunning(body.0), idempotency_key.0)
+            .await
     }
 
     /// Enqueue a hash job
@@ -126,23 +129,52 @@ impl JobsApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, ApiError> {
-        let req = body.0;
-        let job = HashJob::parse(
-            req.data,
-            req.data_base64,
-            req.repeat,
-            req.algorithm,
-            self.config.hash_max_input_bytes,
-        )?;
-        self.enqueue(
-            &auth,
-            JobKind::Hash,
-            &job,
-            0,
-            req.max_attempts,
-            idempotency_key.0,
-        )
-        .await
+        self.enqueue_one(&auth, JobRequest::Hash(body.0), idempotency_key.0)
+            .await
+    }
+
+    /// Enqueue many jobs
+    ///
+    /// Up to 1000 jobs of any kinds (`kind` in each), accepted together in one transaction or
+    /// not at all (an invalid field is named as `jobs[3].to`). Counts as one request for the
+    /// key's rate limit.
+    #[oai(path = "/jobs/batch", method = "post", operation_id = "enqueue_batch")]
+    async fn enqueue_batch(
+        &self,
+        auth: ApiKey,
+        body: JsonBody<EnqueueBatch>,
+        /// Makes the request safe to retry: the same key with the same body returns the same
+        /// jobs; with a different body, 409.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<BatchResponse, ApiError> {
+        let who = auth.require(Role::Client)?;
+        rate_check(&self.limits, who)?;
+        let key = idempotency_key.0.map(check_idempotency_key).transpose()?;
+        let jobs = body.0.jobs;
+        if jobs.is_empty() || jobs.len() > MAX_BATCH {
+            return Err(ApiError::validation(
+                "jobs",
+                format!("must hold 1 to {MAX_BATCH} jobs"),
+            ));
+        }
+        let mut reqs = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.into_iter().enumerate() {
+            let item_key = key.as_ref().map(|k| format!("{k}#{i}"));
+            let req = self
+                .request(who, job, item_key)
+                .map_err(|e| at_index("jobs", i, e))?;
+            reqs.push(req);
+        }
+        let done = self.accept(reqs).await?;
+        let replayed = done.iter().all(|d| matches!(d, Enqueued::Replayed(_)));
+        let jobs = done
+            .into_iter()
+            .map(|d| match d {
+                Enqueued::Created(row) | Enqueued::Replayed(row) => Job::try_from(row),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(BatchResponse::Accepted(Json(JobList { jobs }), replayed))
     }
 
     /// Get a job
@@ -178,6 +210,8 @@ impl JobsApi {
         /// Only jobs whose last error contains this text (case-insensitive).
         #[oai(validator(max_length = 200))]
         error_contains: Query<Option<String>>,
+        /// Only jobs carrying all these tags (repeat the parameter for several).
+        tag: Query<Vec<String>>,
         /// `newest_first` (default) or `oldest_first`.
         order: Query<Option<ListOrder>>,
         /// Page size, 1-200 (default 50).
@@ -196,6 +230,7 @@ impl JobsApi {
             error_contains.0,
         )?;
         filter.owner = auth.0.tenant_scope().map(str::to_owned);
+        filter.tags = tag_filter(tag.0)?;
         let newest_first = order.0.unwrap_or_default() == ListOrder::NewestFirst;
         let mut rows = store::jobs::list(
             &self.pool,
@@ -215,6 +250,65 @@ impl JobsApi {
             .map(Job::try_from)
             .collect::<Result<_, _>>()?;
         Ok(Json(JobPage { jobs, next_cursor }))
+    }
+
+    /// Wait for a job to finish
+    ///
+    /// Answers as soon as the job is `succeeded`, `failed` or `cancelled` (driven by the job's
+    /// events, not by polling the table), or with the job as it is when `timeout_seconds`
+    /// (1-60, default 30) run out. Enqueue, then wait: two calls to a result.
+    #[oai(path = "/jobs/:id/wait", method = "get", operation_id = "wait_job")]
+    async fn wait_job(
+        &self,
+        auth: ApiKey,
+        /// The job's id.
+        id: Path<Uuid>,
+        /// How long to wait at most, in seconds (1-60, default 30).
+        #[oai(validator(minimum(value = "1"), maximum(value = "60")))]
+        timeout_seconds: Query<Option<u32>>,
+    ) -> Result<Json<Job>, ApiError> {
+        let seconds = match timeout_seconds.0 {
+            None => 30,
+            Some(n) if (1..=60).contains(&n) => n,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    "must be between 1 and 60",
+                    Some("timeout_seconds"),
+                ));
+            }
+        };
+        let hub = self
+            .hub
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable(&"no event hub in this process"))?;
+        // Subscribe before reading the job: a finish between the two is not missed.
+        let mut live = hub.subscribe();
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(seconds));
+        loop {
+            let row = self.visible_job(&auth, id.0).await?;
+            if JobStatus::parse(&row.status).is_some_and(JobStatus::is_terminal) {
+                return Ok(Json(row.try_into()?));
+            }
+            // Until the job's own terminal event, or lag (then look at the row again).
+            let finished = loop {
+                match tokio::time::timeout_at(deadline, live.recv()).await {
+                    Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                        break None;
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break Some(()),
+                    Ok(Ok(event)) if event.job_id == id.0 && event.status.is_terminal() => {
+                        break Some(());
+                    }
+                    Ok(Ok(_)) => continue,
+                }
+            };
+            if finished.is_none() {
+                let row = self.visible_job(&auth, id.0).await?;
+                return Ok(Json(row.try_into()?));
+            }
+        }
     }
 
     /// List a job's events
@@ -262,54 +356,72 @@ impl JobsApi {
             .ok_or_else(|| ApiError::not_found("job", "id"))
     }
 
-    async fn enqueue<P: Serialize>(
+    /// A request of the caller, checked: kind fields, options, key.
+    fn request(
+        &self,
+        who: &Principal,
+        job: JobRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<EnqueueRequest, ApiError> {
+        let parsed = job.parse(self.config.hash_max_input_bytes)?;
+        let options = JobOptions::parse(
+            &parsed.options,
+            self.config.default_max_attempts,
+            Utc::now(),
+        )?;
+        Ok(EnqueueRequest {
+            kind: parsed.kind,
+            payload: parsed.payload,
+            progress_total: parsed.progress_total,
+            options,
+            owner: who.tenant.clone(),
+            idempotency_key,
+            origin: None,
+        })
+    }
+
+    /// Accepts checked requests, mapping an idempotency conflict to 409.
+    async fn accept(&self, reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>, ApiError> {
+        match lifecycle::enqueue_many(&self.pool, reqs).await {
+            Ok(done) => {
+                for d in &done {
+                    if let Enqueued::Created(row) = d
+                        && let Some(kind) = JobKind::parse(&row.kind)
+                    {
+                        metrics::job_enqueued(kind);
+                    }
+                }
+                Ok(done)
+            }
+            Err(EnqueueError::KeyReused { job_id }) => Err(ApiError::conflict(
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key was already used for a different request (job {job_id})"
+                ),
+                Some(IDEMPOTENCY_KEY),
+            )),
+            Err(EnqueueError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    async fn enqueue_one(
         &self,
         auth: &ApiKey,
-        kind: JobKind,
-        payload: &P,
-        progress_total: u32,
-        max_attempts: Option<u32>,
+        job: JobRequest,
         idempotency_key: Option<String>,
     ) -> Result<EnqueueResponse, ApiError> {
         let who = auth.require(Role::Client)?;
         rate_check(&self.limits, who)?;
-        let max_attempts = match max_attempts {
-            None => self.config.default_max_attempts,
-            Some(n) if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) => n,
-            Some(_) => {
-                return Err(FieldError::new(
-                    "max_attempts",
-                    format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
-                )
-                .into());
-            }
-        };
-        let idempotency_key = idempotency_key.map(check_idempotency_key).transpose()?;
-        let payload = serde_json::to_value(payload).map_err(|e| ApiError::internal(&e))?;
-        let req = EnqueueRequest {
-            kind,
-            payload,
-            progress_total,
-            max_attempts,
-            owner: who.tenant.clone(),
-            idempotency_key,
-        };
-        let (row, replayed) = match lifecycle::enqueue(&self.pool, req).await {
-            Ok(Enqueued::Created(row)) => {
-                metrics::job_enqueued(kind);
-                (row, false)
-            }
-            Ok(Enqueued::Replayed(row)) => (row, true),
-            Err(EnqueueError::KeyReused { job_id }) => {
-                return Err(ApiError::conflict(
-                    "idempotency_key_reused",
-                    format!(
-                        "this Idempotency-Key was already used for a different request (job {job_id})"
-                    ),
-                    Some(IDEMPOTENCY_KEY),
-                ));
-            }
-            Err(EnqueueError::Store(e)) => return Err(e.into()),
+        let key = idempotency_key.map(check_idempotency_key).transpose()?;
+        let req = self.request(who, job, key)?;
+        let done = self
+            .accept(vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::internal(&"enqueue returned nothing"))?;
+        let (row, replayed) = match done {
+            Enqueued::Created(row) => (row, false),
+            Enqueued::Replayed(row) => (row, true),
         };
         let location = format!("/v1/jobs/{}", row.id);
         Ok(EnqueueResponse::Accepted(
@@ -378,7 +490,20 @@ pub fn job_filter(
         created_before,
         error_contains: error_contains.filter(|e| !e.is_empty()),
         owner: None,
+        tags: None,
     })
+}
+
+/// The `tag` parameters as a filter (`None`: any).
+pub fn tag_filter(tags: Vec<String>) -> Result<Option<Vec<String>>, ApiError> {
+    if let Some(bad) = tags.iter().find(|t| !crate::domain::valid_tag(t)) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("{bad:?} is not a valid tag"),
+            Some("tag"),
+        ));
+    }
+    Ok((!tags.is_empty()).then_some(tags))
 }
 
 pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {

@@ -9,6 +9,9 @@ pub mod jobs;
 pub mod keys;
 pub mod models;
 pub mod ops;
+pub mod queues;
+pub mod requests;
+pub mod schedules;
 
 use std::time::Instant;
 
@@ -27,6 +30,8 @@ use health::HealthApi;
 use jobs::JobsApi;
 use keys::KeysApi;
 use ops::OpsApi;
+use queues::QueuesApi;
+use schedules::SchedulesApi;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -34,13 +39,17 @@ pub enum ApiTags {
     Jobs,
     /// Find, retry and cancel jobs; counts and queue statistics.
     Operations,
+    /// Pause, resume and rate-limit the queue of a kind.
+    Queues,
+    /// Recurring jobs.
+    Schedules,
     /// Manage API keys (admin).
     Keys,
     /// Liveness and readiness probes.
     Health,
 }
 
-type Apis = (JobsApi, OpsApi, KeysApi, HealthApi);
+type Apis = (JobsApi, OpsApi, QueuesApi, SchedulesApi, KeysApi, HealthApi);
 
 /// What the API of a process needs.
 #[derive(Clone)]
@@ -49,13 +58,22 @@ pub struct ApiState {
     pub config: ApiConfig,
     pub keys: KeyStore,
     pub limits: RateLimits,
+    pub hub: Option<EventHub>,
 }
 
 fn service(state: ApiState) -> OpenApiService<Apis, ()> {
+    let schedules = SchedulesApi {
+        pool: state.pool.clone(),
+        config: state.config.clone(),
+    };
+    let queues = QueuesApi {
+        pool: state.pool.clone(),
+    };
     let jobs = JobsApi {
         pool: state.pool.clone(),
         config: state.config,
         limits: state.limits,
+        hub: state.hub,
     };
     let ops = OpsApi {
         pool: state.pool.clone(),
@@ -64,7 +82,14 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         pool: state.pool.clone(),
         store: state.keys,
     };
-    let apis = (jobs, ops, keys, HealthApi { pool: state.pool });
+    let apis = (
+        jobs,
+        ops,
+        queues,
+        schedules,
+        keys,
+        HealthApi { pool: state.pool },
+    );
     OpenApiService::new(apis, "jobq", env!("CARGO_PKG_VERSION")).description(
         "A durable job queue on Postgres: enqueue email, long-running and hash jobs, \
              follow their status, progress, results and events; retry and cancel them. \
@@ -87,6 +112,7 @@ pub fn spec_json() -> String {
         config: ApiConfig::placeholder(),
         keys,
         limits: RateLimits::new(0),
+        hub: None,
     })
     .spec()
 }

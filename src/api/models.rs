@@ -3,85 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Object, Union};
-use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::api::body::BodyLimit;
 use crate::api::error::ApiError;
 use crate::domain::{EventType, JobKind, JobStatus};
 use crate::jobs::email::{EmailJob, EmailResult};
 use crate::jobs::hash::{HashAlgorithm, HashJob, HashResult};
 use crate::jobs::long_running::{LongRunningJob, LongRunningResult};
 use crate::store::{EventRow, JobRow};
-
-/// Send one plain-text email.
-#[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
-#[serde(deny_unknown_fields)]
-pub struct EnqueueEmail {
-    /// Recipient address, e.g. `ada@example.com`.
-    #[oai(validator(min_length = 3, max_length = 320))]
-    pub to: String,
-    /// Subject line: 1 to 998 characters, no line breaks.
-    #[oai(validator(min_length = 1, max_length = 998))]
-    pub subject: String,
-    /// Plain-text body, at most 256 KiB.
-    #[oai(validator(max_length = 262144))]
-    pub body: String,
-    /// Attempts before the job fails for good (1-25; the server default when omitted).
-    #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
-    pub max_attempts: Option<u32>,
-}
-
-impl BodyLimit for EnqueueEmail {
-    const MAX_BODY_BYTES: usize = 512 * 1024;
-}
-
-/// Run `steps` steps of `step_duration_ms` each, reporting progress.
-#[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
-#[serde(deny_unknown_fields)]
-pub struct EnqueueLongRunning {
-    /// Number of steps (1-10000).
-    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
-    pub steps: u32,
-    /// Duration of each step in milliseconds (0-60000).
-    #[oai(validator(minimum(value = "0"), maximum(value = "60000")))]
-    pub step_duration_ms: u32,
-    /// Attempts before the job fails for good (1-25; the server default when omitted).
-    #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
-    pub max_attempts: Option<u32>,
-}
-
-impl BodyLimit for EnqueueLongRunning {
-    const MAX_BODY_BYTES: usize = 4 * 1024;
-}
-
-/// Compute a SHA-2 digest of `data` (or `data_base64`) repeated `repeat` times.
-#[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
-#[serde(deny_unknown_fields)]
-pub struct EnqueueHash {
-    /// Input as text, hashed as its UTF-8 bytes (at most 1 MiB). Give this or `data_base64`.
-    #[oai(validator(max_length = 1048576))]
-    pub data: Option<String>,
-    /// Input as standard base64 (at most 1 MiB decoded). Give this or `data`.
-    #[oai(validator(max_length = 1398104))]
-    pub data_base64: Option<String>,
-    /// How many times the input is fed to the hash function (1-1000000000, default 1); the
-    /// total (length x repeat) is limited by the server, 1 GiB by default.
-    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
-    pub repeat: Option<u64>,
-    /// Hash function; `sha256` when omitted.
-    pub algorithm: Option<HashAlgorithm>,
-    /// Attempts before the job fails for good (1-25; the server default when omitted).
-    #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
-    pub max_attempts: Option<u32>,
-}
-
-impl BodyLimit for EnqueueHash {
-    const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-}
 
 /// Progress of a job: `done` of `total` units (steps for long-running jobs; 0 of 0 for kinds
 /// that do not report progress).
@@ -169,6 +98,15 @@ pub struct Job {
     /// When the next attempt is due (status `retrying`).
     #[oai(skip_serializing_if_is_none)]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Not run before this time (set for jobs enqueued with `run_at` or `delay_ms`).
+    #[oai(skip_serializing_if_is_none)]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Higher runs first within a kind.
+    pub priority: i32,
+    /// An attempt running longer fails.
+    #[oai(skip_serializing_if_is_none)]
+    pub timeout_ms: Option<u64>,
+    pub tags: Vec<String>,
 }
 
 /// One page of jobs, newest first.
@@ -275,6 +213,10 @@ impl TryFrom<JobRow> for Job {
             started_at: row.started_at,
             finished_at: row.finished_at,
             next_attempt_at: row.next_attempt_at,
+            run_at: row.run_at,
+            priority: row.priority,
+            timeout_ms: row.timeout_ms.and_then(|ms| u64::try_from(ms).ok()),
+            tags: row.tags,
         })
     }
 }

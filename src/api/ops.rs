@@ -68,6 +68,7 @@ pub struct BulkRetryResult {
 /// Jobs per status.
 #[derive(Debug, Default, Object)]
 pub struct StatusCounts {
+    pub scheduled: i64,
     pub queued: i64,
     pub running: i64,
     pub retrying: i64,
@@ -79,6 +80,7 @@ pub struct StatusCounts {
 impl StatusCounts {
     fn add(&mut self, status: &str, n: i64) {
         match JobStatus::parse(status) {
+            Some(JobStatus::Scheduled) => self.scheduled += n,
             Some(JobStatus::Queued) => self.queued += n,
             Some(JobStatus::Running) => self.running += n,
             Some(JobStatus::Retrying) => self.retrying += n,
@@ -112,6 +114,11 @@ pub struct KindStats {
     pub kind: JobKind,
     /// Jobs per status.
     pub counts: StatusCounts,
+    /// Whether operators paused the kind (no new jobs start).
+    pub paused: bool,
+    /// Jobs started per second at most, across all workers (absent: no limit).
+    #[oai(skip_serializing_if_is_none)]
+    pub rate_limit_per_second: Option<f64>,
     /// Age of the oldest queued job, in seconds (absent when none waits).
     #[oai(skip_serializing_if_is_none)]
     pub oldest_queued_age_seconds: Option<f64>,
@@ -302,6 +309,7 @@ impl OpsApi {
         auth.require(Role::Ops)?;
         let counts = store::jobs::count(&self.pool, &store::jobs::JobFilter::default()).await?;
         let figures = store::jobs::figures(&self.pool, STATS_WINDOW_SECS).await?;
+        let queues = store::queues::all(&self.pool).await?;
         let now = Utc::now();
         let kinds = JobKind::ALL
             .into_iter()
@@ -313,9 +321,12 @@ impl OpsApi {
                     }
                 }
                 let f = figures.iter().find(|f| f.kind == kind.as_str());
+                let q = queues.iter().find(|q| q.kind == kind.as_str());
                 KindStats {
                     kind,
                     counts: by_status,
+                    paused: q.is_some_and(|q| q.paused),
+                    rate_limit_per_second: q.and_then(|q| q.rate_limit),
                     oldest_queued_age_seconds: f
                         .and_then(|f| f.oldest_queued_at)
                         .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0),

@@ -142,11 +142,7 @@ impl KeySpec {
         rate_limit: Option<u32>,
     ) -> Result<Self, crate::domain::FieldError> {
         use crate::domain::FieldError;
-        let valid = |s: &str| {
-            (1..=100).contains(&s.chars().count())
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-        };
+        let valid = valid_label;
         if !valid(name) {
             return Err(FieldError::new(
                 "name",
@@ -172,6 +168,13 @@ impl KeySpec {
             rate_limit,
         })
     }
+}
+
+/// Whether `s` may name a key or a tenant: 1-100 letters, digits or `-_.@`.
+pub fn valid_label(s: &str) -> bool {
+    (1..=100).contains(&s.chars().count())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
 /// Creates a key; the returned token is the only copy of the secret.

@@ -53,6 +53,8 @@ impl fmt::Display for JobKind {
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// Accepted, not to run before its `run_at`.
+    Scheduled,
     /// Accepted and waiting for a worker.
     Queued,
     /// A worker is running an attempt.
@@ -68,7 +70,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Scheduled,
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Retrying,
@@ -79,6 +82,7 @@ impl JobStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Scheduled => "scheduled",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Retrying => "retrying",
@@ -103,13 +107,21 @@ impl JobStatus {
     pub const RETRYABLE: [JobStatus; 2] = [JobStatus::Failed, JobStatus::Cancelled];
 
     /// Statuses an operator may cancel from.
-    pub const CANCELLABLE: [JobStatus; 3] =
-        [JobStatus::Queued, JobStatus::Retrying, JobStatus::Running];
+    pub const CANCELLABLE: [JobStatus; 4] = [
+        JobStatus::Scheduled,
+        JobStatus::Queued,
+        JobStatus::Retrying,
+        JobStatus::Running,
+    ];
 
     /// Statuses from which a worker may start an attempt. `running` is included because an
     /// attempt whose worker died is rescued and started again.
-    pub const STARTABLE: [JobStatus; 3] =
-        [JobStatus::Queued, JobStatus::Retrying, JobStatus::Running];
+    pub const STARTABLE: [JobStatus; 4] = [
+        JobStatus::Scheduled,
+        JobStatus::Queued,
+        JobStatus::Retrying,
+        JobStatus::Running,
+    ];
 }
 
 impl fmt::Display for JobStatus {

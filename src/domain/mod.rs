@@ -3,6 +3,8 @@
 
 mod backoff;
 mod job;
+mod options;
 
 pub use backoff::Backoff;
 pub use job::{EventType, FieldError, JobKind, JobStatus};
+pub use options::{JobOptions, MAX_ATTEMPTS_LIMIT, RawOptions, valid_tag};

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::JobKind;
+use crate::domain::{JobKind, JobStatus};
 use crate::events::{Position, frame};
 use crate::store;
 
@@ -30,6 +30,8 @@ pub struct Published {
     pub id: i64,
     pub job_id: Uuid,
     pub kind: JobKind,
+    /// The job's status right after the event.
+    pub status: JobStatus,
     pub owner: String,
     pub frame: String,
 }
@@ -40,11 +42,14 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    /// Starts reading the log from its current end; runs until `shutdown`.
-    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+    /// Starts reading the log from its current end; runs until `shutdown`. The end is read
+    /// before this returns, so that everything a subscriber may see after it is published:
+    /// a session "from now" starts at the end it reads itself, never before the hub's.
+    pub async fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
         let (tx, _) = broadcast::channel(BACKLOG);
         let hub = Self { tx };
-        tokio::spawn(hub.clone().run(pool, shutdown));
+        let start = store::events::head(&pool).await.ok();
+        tokio::spawn(hub.clone().run(pool, start, shutdown));
         hub
     }
 
@@ -58,15 +63,19 @@ impl EventHub {
         self.tx.receiver_count()
     }
 
-    async fn run(self, pool: PgPool, shutdown: CancellationToken) {
-        let mut position = loop {
-            match store::events::head(&pool).await {
-                Ok(p) => break p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event hub cannot read the log yet");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(IDLE_RECHECK) => {}
+    async fn run(self, pool: PgPool, start: Option<Position>, shutdown: CancellationToken) {
+        let mut position = if let Some(p) = start {
+            p
+        } else {
+            loop {
+                match store::events::head(&pool).await {
+                    Ok(p) => break p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event hub cannot read the log yet");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                        }
                     }
                 }
             }
@@ -120,8 +129,8 @@ impl EventHub {
         }
     }
 
-    /// Broadcasts every final event after `position`; returns whether committed events still
-    /// wait behind a running transaction.
+    /// Broadcasts every final event after `position`; returns whether committed events remain
+    /// after it (held back behind a running transaction, or final since the page was read).
     async fn publish_new(&self, pool: &PgPool, position: &mut Position) -> sqlx::Result<bool> {
         loop {
             let page = store::events::page_after(pool, *position, PAGE).await?;
@@ -129,7 +138,9 @@ impl EventHub {
             for row in page {
                 *position = row.position();
                 let (id, job_id, owner) = (row.id, row.job_id, row.owner.clone());
-                let Some(kind) = JobKind::parse(&row.kind) else {
+                let (Some(kind), Some(status)) =
+                    (JobKind::parse(&row.kind), JobStatus::parse(&row.status))
+                else {
                     continue;
                 };
                 let Some(frame) = frame(row) else {
@@ -141,12 +152,14 @@ impl EventHub {
                     id,
                     job_id,
                     kind,
+                    status,
                     owner,
                     frame,
                 }));
             }
             if !full {
-                return store::events::held_back(pool).await;
+                // Asked after the page: an event that became final in between is seen here too.
+                return store::events::any_after(pool, *position).await;
             }
         }
     }

@@ -9,7 +9,7 @@ use ulid::Ulid;
 use crate::domain::{Backoff, EventType, JobKind};
 use crate::jobs::JobError;
 use crate::lifecycle::StoreError;
-use crate::store::{self, JobRow};
+use crate::store::{self, JobRow, queue::Entry};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Finished {
@@ -57,7 +57,13 @@ pub async fn finish(
             )
             .await?;
             if row.is_some() {
-                store::queue::push(&mut tx, kind, next, job.id, Some(at)).await?;
+                let entry = Entry {
+                    task_id: next,
+                    job_id: job.id,
+                    run_at: Some(at),
+                    priority: job.priority,
+                };
+                store::queue::push(&mut tx, kind, &[entry]).await?;
             }
             let data = json!({
                 "attempt": job.attempt,
@@ -78,7 +84,13 @@ pub async fn finish(
             let row = store::jobs::release(&mut tx, job.id, &job.task_id, &next.to_string(), done)
                 .await?;
             if row.is_some() {
-                store::queue::push(&mut tx, kind, next, job.id, None).await?;
+                let entry = Entry {
+                    task_id: next,
+                    job_id: job.id,
+                    run_at: None,
+                    priority: job.priority,
+                };
+                store::queue::push(&mut tx, kind, &[entry]).await?;
             }
             let data =
                 json!({ "attempt": job.attempt, "reason": "worker shutdown", "resume_from": done });

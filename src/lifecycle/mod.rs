@@ -6,9 +6,10 @@ mod enqueue;
 mod finish;
 mod ops;
 mod progress;
+pub mod schedules;
 mod start;
 
-pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue};
+pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue, enqueue_many};
 pub use finish::{Finished, finish};
 pub use ops::{BulkRetry, OpsError, bulk_retry, cancel, retry};
 pub use progress::DurableProgress;
@@ -19,18 +20,13 @@ pub use start::{Start, start};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("queue error: {0}")]
-    Queue(#[from] apalis_postgres::Error),
 }
 
 impl StoreError {
     /// True when the database could not be reached: worth waiting and trying again.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Db(e) | StoreError::Queue(apalis_postgres::Error::Database(e)) => {
-                crate::store::is_unavailable(e)
-            }
-            StoreError::Queue(_) => false,
+            StoreError::Db(e) => crate::store::is_unavailable(e),
         }
     }
 }

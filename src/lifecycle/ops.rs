@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::{EventType, JobKind, JobStatus};
 use crate::lifecycle::StoreError;
-use crate::store::{self, JobRow, jobs::JobFilter};
+use crate::store::{self, JobRow, jobs::JobFilter, queue::Entry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -136,7 +136,7 @@ async fn requeue(
     let task_ids: Vec<String> = tasks.iter().map(Ulid::to_string).collect();
     let rows = store::jobs::requeue(tx, ids, &task_ids).await?;
 
-    let mut by_kind: HashMap<JobKind, Vec<(Ulid, Uuid)>> = HashMap::new();
+    let mut by_kind: HashMap<JobKind, Vec<Entry>> = HashMap::new();
     let mut data: Vec<Value> = Vec::with_capacity(rows.len());
     let task_of: HashMap<Uuid, Ulid> = ids.iter().copied().zip(tasks.iter().copied()).collect();
     for row in &rows {
@@ -147,11 +147,16 @@ async fn requeue(
             "previous_attempts": old.map(|j| j.attempt),
         }));
         if let (Some(kind), Some(task)) = (JobKind::parse(&row.kind), task_of.get(&row.id)) {
-            by_kind.entry(kind).or_default().push((*task, row.id));
+            by_kind.entry(kind).or_default().push(Entry {
+                task_id: *task,
+                job_id: row.id,
+                run_at: None,
+                priority: row.priority,
+            });
         }
     }
     for (kind, entries) in by_kind {
-        store::queue::push_many(tx, kind, &entries).await?;
+        store::queue::push(tx, kind, &entries).await?;
     }
     store::events::insert_many(tx, &rows, EventType::Retried, &data).await?;
     Ok(rows)

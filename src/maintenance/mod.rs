@@ -3,6 +3,7 @@
 
 mod queue;
 mod retention;
+pub mod scheduler;
 
 use std::time::Duration;
 
@@ -11,8 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 pub use retention::prune_once;
 
-/// Starts the queue housekeeping and the retention pruner; both stop with `shutdown`.
-pub fn start(pool: PgPool, retention: Duration, every: Duration, shutdown: CancellationToken) {
+/// Starts the queue housekeeping, the retention pruner and the scheduler of recurring jobs;
+/// all stop with `shutdown`.
+pub fn start(
+    pool: PgPool,
+    retention: Duration,
+    every: Duration,
+    make_job: scheduler::MakeJob,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(queue::run(pool.clone(), shutdown.clone()));
-    tokio::spawn(retention::run(pool, retention, every, shutdown));
+    tokio::spawn(retention::run(
+        pool.clone(),
+        retention,
+        every,
+        shutdown.clone(),
+    ));
+    tokio::spawn(scheduler::run(pool, make_job, shutdown));
 }

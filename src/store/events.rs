@@ -175,17 +175,19 @@ pub async fn head(ex: impl PgExecutor<'_>) -> sqlx::Result<Position> {
     }))
 }
 
-/// Whether committed events wait behind a transaction that is still running.
-pub async fn held_back(ex: impl PgExecutor<'_>) -> sqlx::Result<bool> {
-    let held = sqlx::query_scalar!(
+/// Whether any committed event lies after `after`: final or still held back behind a running
+/// transaction. (A reader that just read everything final re-reads soon while this is true.)
+pub async fn any_after(ex: impl PgExecutor<'_>, after: Position) -> sqlx::Result<bool> {
+    let pending = sqlx::query_scalar!(
         r#"
         SELECT EXISTS (
-            SELECT 1 FROM jobq.job_events
-            WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())
-        ) AS "held!"
-        "#
+            SELECT 1 FROM jobq.job_events WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint)
+        ) AS "pending!"
+        "#,
+        after.xid,
+        after.id
     )
     .fetch_one(ex)
     .await?;
-    Ok(held)
+    Ok(pending)
 }

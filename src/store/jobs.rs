@@ -30,44 +30,97 @@ pub struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub attempt_started_at: Option<DateTime<Utc>>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+    pub timeout_ms: Option<i32>,
+    pub tags: Vec<String>,
 }
 
 /// A job to insert.
-pub struct NewJob<'a> {
+pub struct NewJob {
     pub id: Uuid,
-    pub kind: &'a str,
-    pub payload: &'a Value,
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub payload: Value,
     pub progress_total: i32,
     pub max_attempts: i32,
-    pub task_id: &'a str,
-    pub owner: &'a str,
-    pub idempotency_key: Option<&'a str>,
-    pub request_hash: &'a [u8],
+    pub task_id: String,
+    pub owner: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Vec<u8>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+    pub timeout_ms: Option<i32>,
+    pub tags: Vec<String>,
 }
 
-/// Inserts a queued job; `None` when the owner already has a job with this idempotency key.
-pub async fn insert(conn: &mut PgConnection, job: &NewJob<'_>) -> sqlx::Result<Option<JobRow>> {
+/// Inserts jobs in one statement; a job whose owner already has a job with its idempotency
+/// key is skipped (not returned).
+pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> sqlx::Result<Vec<JobRow>> {
+    let column = |f: fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let kinds = column(|j| j.kind.to_owned());
+    let statuses = column(|j| j.status.to_owned());
+    let payloads: Vec<Value> = jobs.iter().map(|j| j.payload.clone()).collect();
+    let totals: Vec<i32> = jobs.iter().map(|j| j.progress_total).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    let task_ids = column(|j| j.task_id.clone());
+    let owners = column(|j| j.owner.clone());
+    let keys: Vec<Option<String>> = jobs.iter().map(|j| j.idempotency_key.clone()).collect();
+    let hashes: Vec<Vec<u8>> = jobs.iter().map(|j| j.request_hash.clone()).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+    let timeouts: Vec<Option<i32>> = jobs.iter().map(|j| j.timeout_ms).collect();
+    // unnest() flattens a two-dimensional array, so each job's tags travel as a JSON array.
+    let tags: Vec<Value> = jobs.iter().map(|j| Value::from(j.tags.clone())).collect();
     sqlx::query_as!(
         JobRow,
         r#"
         INSERT INTO jobq.jobs
             (id, kind, status, payload, progress_total, max_attempts, task_id, owner,
-             idempotency_key, request_hash)
-        VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9)
+             idempotency_key, request_hash, run_at, priority, timeout_ms, tags)
+        SELECT id, kind, status, payload, total, max_attempts, task_id, owner, key, hash, run_at,
+               priority, timeout_ms, ARRAY(SELECT jsonb_array_elements_text(tags))
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
+                    $7::text[], $8::text[], $9::text[], $10::bytea[], $11::timestamptz[],
+                    $12::int[], $13::int[], $14::jsonb[])
+             AS t(id, kind, status, payload, total, max_attempts, task_id, owner, key, hash,
+                  run_at, priority, timeout_ms, tags)
         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
         "#,
-        job.id,
-        job.kind,
-        job.payload,
-        job.progress_total,
-        job.max_attempts,
-        job.task_id,
-        job.owner,
-        job.idempotency_key,
-        job.request_hash,
+        &ids,
+        &kinds,
+        &statuses,
+        &payloads,
+        &totals,
+        &max_attempts,
+        &task_ids,
+        &owners,
+        &keys as &[Option<String>],
+        &hashes,
+        &run_ats as &[Option<DateTime<Utc>>],
+        &priorities,
+        &timeouts as &[Option<i32>],
+        &tags
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
+    .await
+}
+
+/// The jobs of `owner` with one of `keys`.
+pub async fn get_by_idempotency_keys(
+    ex: impl PgExecutor<'_>,
+    owner: &str,
+    keys: &[String],
+) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        "SELECT * FROM jobq.jobs WHERE owner = $1 AND idempotency_key = ANY($2)",
+        owner,
+        keys
+    )
+    .fetch_all(ex)
     .await
 }
 
@@ -83,21 +136,6 @@ pub async fn get_many(ex: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec
         .await
 }
 
-pub async fn get_by_idempotency_key(
-    ex: impl PgExecutor<'_>,
-    owner: &str,
-    key: &str,
-) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as!(
-        JobRow,
-        "SELECT * FROM jobq.jobs WHERE owner = $1 AND idempotency_key = $2",
-        owner,
-        key
-    )
-    .fetch_optional(ex)
-    .await
-}
-
 /// Which jobs an operator means: every set field must match; `None` means any.
 #[derive(Debug, Default, Clone)]
 pub struct JobFilter {
@@ -109,6 +147,8 @@ pub struct JobFilter {
     pub error_contains: Option<String>,
     /// Only this tenant's jobs.
     pub owner: Option<String>,
+    /// Only jobs carrying all these tags.
+    pub tags: Option<Vec<String>>,
 }
 
 impl JobFilter {
@@ -151,6 +191,7 @@ pub async fn list(
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id < $6)
               AND ($8::text IS NULL OR owner = $8)
+              AND ($9::text[] IS NULL OR tags @> $9)
             ORDER BY id DESC
             LIMIT $7
             "#,
@@ -161,7 +202,8 @@ pub async fn list(
             pattern,
             after,
             limit,
-            filter.owner
+            filter.owner,
+            filter.tags.as_deref()
         )
         .fetch_all(ex)
         .await
@@ -177,6 +219,7 @@ pub async fn list(
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id > $6)
               AND ($8::text IS NULL OR owner = $8)
+              AND ($9::text[] IS NULL OR tags @> $9)
             ORDER BY id ASC
             LIMIT $7
             "#,
@@ -187,7 +230,8 @@ pub async fn list(
             pattern,
             after,
             limit,
-            filter.owner
+            filter.owner,
+            filter.tags.as_deref()
         )
         .fetch_all(ex)
         .await
@@ -209,6 +253,7 @@ pub async fn count(
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
           AND ($6::text IS NULL OR owner = $6)
+          AND ($7::text[] IS NULL OR tags @> $7)
         GROUP BY kind, status
         "#,
         filter.statuses.as_deref(),
@@ -216,7 +261,8 @@ pub async fn count(
         filter.created_after,
         filter.created_before,
         filter.error_pattern(),
-        filter.owner
+        filter.owner,
+        filter.tags.as_deref()
     )
     .fetch_all(ex)
     .await?;
@@ -239,6 +285,7 @@ pub async fn lock_matching(
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
           AND ($7::text IS NULL OR owner = $7)
+          AND ($8::text[] IS NULL OR tags @> $8)
         ORDER BY id
         LIMIT $6
         FOR UPDATE SKIP LOCKED
@@ -249,7 +296,8 @@ pub async fn lock_matching(
         filter.created_before,
         filter.error_pattern(),
         limit,
-        filter.owner
+        filter.owner,
+        filter.tags.as_deref()
     )
     .fetch_all(conn)
     .await
@@ -261,7 +309,7 @@ pub async fn depths(ex: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, String
         r#"
         SELECT kind, status, count(*) AS "n!"
         FROM jobq.jobs
-        WHERE status IN ('queued', 'retrying', 'running')
+        WHERE status IN ('scheduled', 'queued', 'retrying', 'running')
         GROUP BY kind, status
         "#
     )
@@ -320,7 +368,7 @@ pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Jo
         r#"
         UPDATE jobq.jobs
         SET status = 'cancelled', finished_at = now(), next_attempt_at = NULL, updated_at = now()
-        WHERE id = $1 AND status IN ('queued', 'retrying', 'running')
+        WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying', 'running')
         RETURNING *
         "#,
         id

@@ -5,6 +5,8 @@ pub mod events;
 pub mod jobs;
 pub mod keys;
 pub mod queue;
+pub mod queues;
+pub mod schedules;
 
 pub use events::EventRow;
 pub use jobs::JobRow;

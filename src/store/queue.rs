@@ -1,9 +1,9 @@
 //! The queue entries, in apalis-postgres' `apalis.jobs`. An entry is one attempt of a job; its
-//! arguments are only the job id, the status row holds everything else. Entries are written with
-//! apalis-postgres' own `push_tasks` so that they are exactly what its workers expect.
+//! arguments are only the job id, the status row holds everything else. Entries are inserted
+//! with the columns and values apalis-postgres' own `push_tasks` writes, except that `run_at`
+//! keeps its sub-second precision (apalis' sink truncates it to whole seconds, which would make
+//! a scheduled job or a backoff up to a second early or late).
 
-use apalis_core::task::builder::TaskBuilder;
-use apalis_core::task::task_id::TaskId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -21,46 +21,65 @@ pub struct AttemptArgs {
 /// How often apalis itself may hand the same entry out again. This only matters when our handler
 /// could not record the outcome (the database was unreachable for a long time) or a worker died;
 /// the job's own attempts are counted in `jobq.jobs`.
-const ENTRY_MAX_ATTEMPTS: usize = 25;
+const ENTRY_MAX_ATTEMPTS: i32 = 25;
 
-/// Adds the entry for attempt `task_id` of `job_id`, due at `run_at` (now if `None`).
-///
-/// apalis stores `run_at` in whole seconds and runs an entry once `run_at < now()`; a future
-/// time is rounded up so that an attempt never starts before its backoff has passed.
-pub async fn push(
-    conn: &mut PgConnection,
-    kind: JobKind,
-    task_id: Ulid,
-    job_id: Uuid,
-    run_at: Option<DateTime<Utc>>,
-) -> Result<(), apalis_postgres::Error> {
-    let mut task = entry(task_id, job_id)?;
-    if let Some(at) = run_at {
-        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
-        task = task.run_at_timestamp(secs.max(0) as u64);
+/// One attempt to queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub task_id: Ulid,
+    pub job_id: Uuid,
+    /// Due time; `None`: now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+}
+
+/// Adds entries of `kind` in one statement. Entries due now are announced by apalis-postgres'
+/// insert trigger (NOTIFY at commit).
+pub async fn push(conn: &mut PgConnection, kind: JobKind, entries: &[Entry]) -> sqlx::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
     }
-    apalis_postgres::queries::push_tasks(conn, kind.queue(), vec![task.build()]).await
+    let ids: Vec<String> = entries.iter().map(|e| e.task_id.to_string()).collect();
+    let args = entries
+        .iter()
+        .map(|e| serde_json::to_vec(&AttemptArgs { job_id: e.job_id }))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let run_ats: Vec<Option<DateTime<Utc>>> = entries.iter().map(|e| e.run_at).collect();
+    let priorities: Vec<i32> = entries.iter().map(|e| e.priority).collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+        SELECT id, $2, job, 'Pending', 0, $3, COALESCE(run_at, now()), priority
+        FROM unnest($1::text[], $4::bytea[], $5::timestamptz[], $6::int[])
+             AS t(id, job, run_at, priority)
+        "#,
+        &ids,
+        kind.queue(),
+        ENTRY_MAX_ATTEMPTS,
+        &args,
+        &run_ats as &[Option<DateTime<Utc>>],
+        &priorities
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
-/// Adds entries due now, one per `(task_id, job_id)`, in one statement.
-pub async fn push_many(
+/// When the next entry of `kind` that is not due yet falls due.
+pub async fn next_due(
     conn: &mut PgConnection,
     kind: JobKind,
-    entries: &[(Ulid, Uuid)],
-) -> Result<(), apalis_postgres::Error> {
-    let tasks = entries
-        .iter()
-        .map(|&(task_id, job_id)| entry(task_id, job_id).map(|t| t.build()))
-        .collect::<Result<Vec<_>, _>>()?;
-    apalis_postgres::queries::push_tasks(conn, kind.queue(), tasks).await
-}
-
-fn entry(task_id: Ulid, job_id: Uuid) -> Result<TaskBuilder<Vec<u8>>, apalis_postgres::Error> {
-    let args =
-        serde_json::to_vec(&AttemptArgs { job_id }).map_err(apalis_postgres::Error::JsonError)?;
-    Ok(TaskBuilder::new(args)
-        .task_id(TaskId::from_ulid(task_id))
-        .max_attempts(ENTRY_MAX_ATTEMPTS))
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT min(run_at) FROM apalis.jobs
+        WHERE job_type = $1 AND status = 'Pending' AND run_at >= now()
+        "#,
+        kind.queue()
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Deletes queue entries of jobq's queues that apalis finished more than `older_than` ago.

@@ -26,8 +26,10 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use ulid::Ulid;
 
+use crate::domain::JobKind;
 use crate::store;
 use crate::store::queue::AttemptArgs;
+use crate::worker::controls::QueueControls;
 
 type Entry = Task<Vec<u8>>;
 
@@ -42,16 +44,73 @@ fn unavailable(e: &Error) -> bool {
 pub struct QueuePersistence {
     pool: PgPool,
     config: Config,
+    kind: JobKind,
+    controls: QueueControls,
     wake: watch::Receiver<u64>,
     poll_interval: Duration,
 }
 
+/// What one look at the queue found.
+struct Fetched {
+    tasks: Vec<Entry>,
+    /// When to look again at the latest, if sooner than the poll interval: the next token of a
+    /// rate-limited kind, or the next entry falling due.
+    look_again_in: Option<Duration>,
+}
+
 impl QueuePersistence {
-    async fn fetch_once(&self, worker: &WorkerContext) -> Result<Vec<Entry>, Error> {
-        let mut tx = self.pool.begin().await?;
-        let tasks = queries::fetch_next(&mut *tx, &self.config, worker).await?;
+    /// Fetches what is due, no more than the kind's rate limit allows right now.
+    async fn fetch_once(&self, worker: &WorkerContext) -> Result<Fetched, Error> {
+        let control = self.controls.get(self.kind);
+        if control.paused {
+            return Ok(Fetched {
+                tasks: Vec::new(),
+                look_again_in: None,
+            });
+        }
+        let mut conn = self.pool.acquire().await?;
+        let batch = self.config.batch_size as i32;
+        let allowed = if control.rate_limited {
+            match store::queues::take_tokens(&mut conn, self.kind.as_str(), batch).await? {
+                Some(t) if t.taken == 0 => {
+                    let wait = ((1.0 - t.left) / t.rate).max(0.001);
+                    return Ok(Fetched {
+                        tasks: Vec::new(),
+                        look_again_in: Some(Duration::from_secs_f64(wait)),
+                    });
+                }
+                Some(t) => t.taken,
+                None => batch,
+            }
+        } else {
+            batch
+        };
+        let config = self.config.clone().batch_size(allowed.max(1) as usize);
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let tasks = queries::fetch_next(&mut *tx, &config, worker).await?;
         tx.commit().await?;
-        Ok(tasks)
+        if control.rate_limited && (tasks.len() as i32) < allowed {
+            store::queues::refund_tokens(
+                &mut conn,
+                self.kind.as_str(),
+                allowed - tasks.len() as i32,
+            )
+            .await?;
+        }
+        let look_again_in = if tasks.is_empty() {
+            store::queue::next_due(&mut conn, self.kind)
+                .await?
+                .map(|at| {
+                    (at - chrono::Utc::now()).to_std().unwrap_or_default()
+                        + Duration::from_millis(1)
+                })
+        } else {
+            None
+        };
+        Ok(Fetched {
+            tasks,
+            look_again_in,
+        })
     }
 
     async fn ack(&self, events: &[TaskEvent<Value>], worker: &WorkerContext) -> Result<(), Error> {
@@ -128,9 +187,10 @@ impl Persistence for QueuePersistence {
         loop {
             // Notifications from here on mean "look again", even if they arrive mid-query.
             self.wake.borrow_and_update();
+            let mut look_again_in = None;
             match self.fetch_once(worker).await {
-                Ok(tasks) if !tasks.is_empty() => return Ok(tasks),
-                Ok(_) => {}
+                Ok(f) if !f.tasks.is_empty() => return Ok(f.tasks),
+                Ok(f) => look_again_in = f.look_again_in,
                 Err(e) if unavailable(&e) => {
                     tracing::warn!(worker = worker.name(), error = %e, "fetch failed: database unavailable");
                 }
@@ -140,7 +200,10 @@ impl Persistence for QueuePersistence {
             if now >= until || worker.is_shutting_down() {
                 return Ok(Vec::new());
             }
-            let nap = self.poll_interval.min(until - now);
+            let nap = self
+                .poll_interval
+                .min(until - now)
+                .min(look_again_in.unwrap_or(Duration::MAX));
             tokio::select! {
                 changed = self.wake.changed() => {
                     if changed.is_err() {
@@ -203,10 +266,13 @@ pub struct QueueBackend {
 }
 
 impl QueueBackend {
-    /// `wake` changes whenever an entry may have become available in `config.queue`.
+    /// The backend of `kind`'s queue (`config.queue`); `wake` changes whenever an entry may
+    /// have become available there, or its controls changed.
     pub fn new(
         pool: PgPool,
         config: Config,
+        kind: JobKind,
+        controls: QueueControls,
         wake: watch::Receiver<u64>,
         poll_interval: Duration,
     ) -> Self {
@@ -214,6 +280,8 @@ impl QueueBackend {
             persistence: Persisted::new(QueuePersistence {
                 pool,
                 config,
+                kind,
+                controls,
                 wake,
                 poll_interval,
             }),

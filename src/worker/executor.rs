@@ -71,6 +71,28 @@ impl Executor {
                 u32::try_from(job.progress_done).unwrap_or(0),
             ));
             let attempt = self.execute(&job, registration.token.clone(), latest.clone());
+            let limit = job
+                .timeout_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis);
+            let token = registration.token.clone();
+            let attempt = async move {
+                let Some(limit) = limit else {
+                    return attempt.await;
+                };
+                match tokio::time::timeout(limit, attempt).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        // Stop whatever still runs (a hash chunk on the blocking pool): its
+                        // result is discarded.
+                        token.cancel();
+                        Err(JobError::Retryable(format!(
+                            "attempt timed out after {} ms (timeout_ms)",
+                            limit.as_millis()
+                        )))
+                    }
+                }
+            };
             let outcome = AssertUnwindSafe(attempt)
                 .catch_unwind()
                 .await

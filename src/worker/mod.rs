@@ -2,6 +2,7 @@
 //! restarts a worker whose backend failed (e.g. Postgres restarted) and stops them all on shutdown.
 
 mod backend;
+mod controls;
 mod executor;
 mod running;
 mod wake;
@@ -22,6 +23,7 @@ use crate::jobs::email::Mailer;
 use crate::store::queue::AttemptArgs;
 
 use backend::QueueBackend;
+use controls::QueueControls;
 pub use executor::Executor;
 use running::RunningJobs;
 pub use wake::Notifier;
@@ -35,7 +37,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let running = RunningJobs::default();
-    let notifier = Notifier::start(pool.clone(), running.clone(), shutdown.clone());
+    let controls = QueueControls::default();
+    let notifier = Notifier::start(
+        pool.clone(),
+        running.clone(),
+        controls.clone(),
+        shutdown.clone(),
+    );
     let executor = Arc::new(Executor {
         pool: pool.clone(),
         mailer,
@@ -56,11 +64,12 @@ pub async fn run(
             JobKind::Hash => w.hash_concurrency(),
         }
         .max(1);
-        let (pool, notifier, executor, instance) = (
+        let (pool, notifier, executor, instance, controls) = (
             pool.clone(),
             notifier.clone(),
             executor.clone(),
             instance.clone(),
+            controls.clone(),
         );
         monitor = monitor.register(move |restarts| {
             // Never fetch more than can run: entries fetched but waiting for a slot are locked
@@ -76,11 +85,18 @@ pub async fn run(
                 .lock_tasks(false);
             let delay = restart_delay(restarts);
             let wake = notifier.subscribe(kind.queue());
-            let backend = QueueBackend::new(pool.clone(), queue, wake, w.poll_interval)
-                .before_start(move |_| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok(())
-                });
+            let backend = QueueBackend::new(
+                pool.clone(),
+                queue,
+                kind,
+                controls.clone(),
+                wake,
+                w.poll_interval,
+            )
+            .before_start(move |_| async move {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            });
             // A fresh name per restart: entries held by the failed incarnation are rescued
             // once its heartbeat is stale, instead of being kept alive by the new one.
             WorkerBuilder::new(format!("{kind}-{instance}-{restarts}"))

@@ -16,12 +16,17 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::worker::controls::QueueControls;
 use crate::worker::running::RunningJobs;
 
 /// apalis-postgres' trigger notifies this channel for every entry inserted due now.
 const INSERT_CHANNEL: &str = "apalis::job::insert";
 /// `lifecycle::cancel` notifies this channel with the id of a job cancelled while running.
 const CANCEL_CHANNEL: &str = "jobq_cancel";
+/// A trigger notifies this channel when an operator pauses, resumes or rate-limits a kind.
+const QUEUES_CHANNEL: &str = "jobq_queues";
+/// How often the queue controls are re-read even without a notification.
+const CONTROLS_REFRESH: Duration = Duration::from_secs(5);
 
 type Subscribers = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
 
@@ -29,6 +34,7 @@ type Subscribers = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
 pub struct Notifier {
     subscribers: Subscribers,
     running: RunningJobs,
+    controls: QueueControls,
 }
 
 #[derive(Deserialize)]
@@ -38,10 +44,16 @@ struct InsertEvent {
 
 impl Notifier {
     /// Starts the LISTEN loop; it ends when `shutdown` is cancelled.
-    pub fn start(pool: PgPool, running: RunningJobs, shutdown: CancellationToken) -> Self {
+    pub fn start(
+        pool: PgPool,
+        running: RunningJobs,
+        controls: QueueControls,
+        shutdown: CancellationToken,
+    ) -> Self {
         let notifier = Self {
             subscribers: Arc::default(),
             running,
+            controls,
         };
         tokio::spawn(notifier.clone().listen(pool, shutdown));
         notifier
@@ -87,10 +99,16 @@ impl Notifier {
                 }
             };
             backoff = Duration::from_millis(100);
+            self.refresh_controls(&pool).await;
             self.wake(None);
+            let mut refresh = tokio::time::interval(CONTROLS_REFRESH);
             loop {
                 let received = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = refresh.tick() => {
+                        self.refresh_controls(&pool).await;
+                        continue;
+                    }
                     r = listener.try_recv() => r,
                 };
                 match received {
@@ -101,14 +119,19 @@ impl Notifier {
                             tracing::info!(%job_id, "cancelling the running attempt");
                         }
                     }
+                    Ok(Some(n)) if n.channel() == QUEUES_CHANNEL => {
+                        self.refresh_controls(&pool).await;
+                        self.wake(None);
+                    }
                     Ok(Some(n)) => match serde_json::from_str::<InsertEvent>(n.payload()) {
                         Ok(ev) => self.wake(Some(&ev.job_type)),
                         Err(_) => self.wake(None),
                     },
                     // The connection dropped; the next try_recv reconnects. Anything notified
-                    // meanwhile is lost, so everyone looks at the queue.
+                    // meanwhile is lost, so everyone looks at the queue and the controls again.
                     Ok(None) => {
                         tracing::info!("LISTEN connection lost; reconnecting");
+                        self.refresh_controls(&pool).await;
                         self.wake(None);
                     }
                     Err(e) => {
@@ -124,7 +147,15 @@ impl Notifier {
 async fn connect(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all([INSERT_CHANNEL, CANCEL_CHANNEL])
+        .listen_all([INSERT_CHANNEL, CANCEL_CHANNEL, QUEUES_CHANNEL])
         .await?;
     Ok(listener)
+}
+
+impl Notifier {
+    async fn refresh_controls(&self, pool: &PgPool) {
+        if let Err(e) = self.controls.reload(pool).await {
+            tracing::warn!(error = %e, "could not read the queue controls");
+        }
+    }
 }

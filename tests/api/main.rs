@@ -13,6 +13,7 @@ mod ops;
 mod process;
 mod reads;
 mod retries;
+mod scheduling;
 mod security;
 mod spec;
 mod validation;

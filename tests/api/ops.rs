@@ -482,7 +482,7 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
     let (hash, email, long_running) = (of("hash"), of("email"), of("long_running"));
     assert_eq!(
         hash["counts"],
-        json!({"queued": 0, "running": 0, "retrying": 0, "succeeded": 4, "failed": 0, "cancelled": 0})
+        json!({"scheduled": 0, "queued": 0, "running": 0, "retrying": 0, "succeeded": 4, "failed": 0, "cancelled": 0})
     );
     assert_eq!(email["counts"]["failed"], 2);
     assert_eq!(long_running["counts"]["cancelled"], 1);

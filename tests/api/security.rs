@@ -99,6 +99,8 @@ fn rules() -> BTreeMap<&'static str, Option<Role>> {
         ("enqueue_email", Some(Role::Client)),
         ("enqueue_long_running", Some(Role::Client)),
         ("enqueue_hash", Some(Role::Client)),
+        ("enqueue_batch", Some(Role::Client)),
+        ("wait_job", Some(Role::Client)),
         ("get_job", Some(Role::Client)),
         ("list_jobs", Some(Role::Client)),
         ("list_job_events", Some(Role::Client)),
@@ -107,6 +109,15 @@ fn rules() -> BTreeMap<&'static str, Option<Role>> {
         ("cancel_job", Some(Role::Ops)),
         ("retry_jobs", Some(Role::Ops)),
         ("get_stats", Some(Role::Ops)),
+        ("list_queues", Some(Role::Ops)),
+        ("pause_queue", Some(Role::Ops)),
+        ("resume_queue", Some(Role::Ops)),
+        ("set_queue_rate_limit", Some(Role::Ops)),
+        ("create_schedule", Some(Role::Ops)),
+        ("list_schedules", Some(Role::Ops)),
+        ("pause_schedule", Some(Role::Ops)),
+        ("resume_schedule", Some(Role::Ops)),
+        ("delete_schedule", Some(Role::Ops)),
         ("create_key", Some(Role::Admin)),
         ("list_keys", Some(Role::Admin)),
         ("revoke_key", Some(Role::Admin)),
@@ -119,6 +130,15 @@ async fn every_endpoint_enforces_its_role(_: PgPoolOptions, db: PgConnectOptions
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
     let job = job["id"].as_str().unwrap().to_owned();
+    let schedule = app
+        .post(
+            "/v1/schedules",
+            &json!({"name": "matrix", "cron": "0 0 1 1 *", "job": {"kind": "hash", "data": "x"}}),
+        )
+        .await;
+    assert_eq!(schedule.status(), StatusCode::CREATED);
+    let schedule: Value = schedule.json().await.unwrap();
+    let schedule = schedule["id"].as_str().unwrap().to_owned();
 
     let mut operations = Vec::new();
     for (path, methods) in spec["paths"].as_object().unwrap() {
@@ -157,6 +177,11 @@ async fn every_endpoint_enforces_its_role(_: PgPoolOptions, db: PgConnectOptions
             "enqueue_hash" => Some(json!({"data": "x"})),
             "retry_jobs" => Some(json!({"dry_run": true})),
             "create_key" => Some(json!({"name": "made-by-test", "role": "client"})),
+            "enqueue_batch" => Some(json!({"jobs": [{"kind": "hash", "data": "x"}]})),
+            "set_queue_rate_limit" => Some(json!({"per_second": null})),
+            "create_schedule" => Some(
+                json!({"name": format!("s{}", uuid::Uuid::now_v7().simple()), "cron": "0 0 1 1 *", "job": {"kind": "hash", "data": "x"}}),
+            ),
             _ => None,
         };
         let throwaway_key = || async {
@@ -165,8 +190,16 @@ async fn every_endpoint_enforces_its_role(_: PgPoolOptions, db: PgConnectOptions
         };
         let url = if path.contains("/keys/") {
             path.replace("{id}", &throwaway_key().await)
+        } else if path.contains("/schedules/") {
+            path.replace("{id}", &schedule)
         } else {
-            path.replace("{id}", &job)
+            path.replace("{id}", &job).replace("{kind}", "hash")
+        };
+        // The job stays queued (no workers): do not wait long for it.
+        let url = if id == "wait_job" {
+            format!("{url}?timeout_seconds=1")
+        } else {
+            url
         };
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let anonymous = call(

@@ -1,0 +1,154 @@
+//! `/v1/queues`: pause, resume and rate-limit a kind, across every worker process.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::api::ApiTags;
+use crate::api::auth::ApiKey;
+use crate::api::body::{BodyLimit, JsonBody};
+use crate::api::error::ApiError;
+use crate::auth::Role;
+use crate::domain::JobKind;
+use crate::store::{self, queues::QueueRow};
+
+pub struct QueuesApi {
+    pub pool: PgPool,
+}
+
+/// The controls of one kind's queue.
+#[derive(Debug, Object)]
+pub struct QueueState {
+    pub kind: JobKind,
+    /// No new jobs of this kind start (running ones finish); enqueue still accepts them.
+    pub paused: bool,
+    /// Jobs started per second at most, across all worker processes (absent: no limit).
+    #[oai(skip_serializing_if_is_none)]
+    pub rate_limit_per_second: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The key that changed it last.
+    #[oai(skip_serializing_if_is_none)]
+    pub updated_by: Option<String>,
+}
+
+/// Every kind's queue.
+#[derive(Debug, Object)]
+pub struct QueueList {
+    pub queues: Vec<QueueState>,
+}
+
+/// A new rate limit.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Jobs started per second at most (0.01-100000), or `null` for no limit.
+    #[oai(validator(minimum(value = "0.01"), maximum(value = "100000")))]
+    pub per_second: Option<f64>,
+}
+
+impl BodyLimit for RateLimit {
+    const MAX_BODY_BYTES: usize = 1024;
+}
+
+fn state(kind: JobKind, row: Option<&QueueRow>) -> QueueState {
+    QueueState {
+        kind,
+        paused: row.is_some_and(|r| r.paused),
+        rate_limit_per_second: row.and_then(|r| r.rate_limit),
+        updated_at: row.map(|r| r.updated_at),
+        updated_by: row.and_then(|r| r.updated_by.clone()),
+    }
+}
+
+fn kind_of(name: &str) -> Result<JobKind, ApiError> {
+    JobKind::parse(name).ok_or_else(|| ApiError::not_found("queue", "kind"))
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Queues")]
+impl QueuesApi {
+    /// List queues
+    #[oai(path = "/queues", method = "get", operation_id = "list_queues")]
+    async fn list_queues(&self, auth: ApiKey) -> Result<Json<QueueList>, ApiError> {
+        auth.require(Role::Ops)?;
+        let rows = store::queues::all(&self.pool).await?;
+        let queues = JobKind::ALL
+            .into_iter()
+            .map(|k| state(k, rows.iter().find(|r| r.kind == k.as_str())))
+            .collect();
+        Ok(Json(QueueList { queues }))
+    }
+
+    /// Pause a queue
+    ///
+    /// No worker process starts new jobs of this kind until it is resumed (running ones
+    /// finish); enqueue still accepts jobs. Survives restarts.
+    #[oai(
+        path = "/queues/:kind/pause",
+        method = "post",
+        operation_id = "pause_queue"
+    )]
+    async fn pause_queue(
+        &self,
+        auth: ApiKey,
+        /// `email`, `long_running` or `hash`.
+        kind: Path<String>,
+    ) -> Result<Json<QueueState>, ApiError> {
+        let who = auth.require(Role::Ops)?;
+        let kind = kind_of(&kind.0)?;
+        let row = store::queues::set_paused(&self.pool, kind.as_str(), true, &who.name).await?;
+        Ok(Json(state(kind, Some(&row))))
+    }
+
+    /// Resume a queue
+    #[oai(
+        path = "/queues/:kind/resume",
+        method = "post",
+        operation_id = "resume_queue"
+    )]
+    async fn resume_queue(
+        &self,
+        auth: ApiKey,
+        /// `email`, `long_running` or `hash`.
+        kind: Path<String>,
+    ) -> Result<Json<QueueState>, ApiError> {
+        let who = auth.require(Role::Ops)?;
+        let kind = kind_of(&kind.0)?;
+        let row = store::queues::set_paused(&self.pool, kind.as_str(), false, &who.name).await?;
+        Ok(Json(state(kind, Some(&row))))
+    }
+
+    /// Set a queue's rate limit
+    ///
+    /// At most `per_second` jobs of this kind start per second, counted across all worker
+    /// processes (the bucket is kept in Postgres, so more processes do not raise it).
+    /// `null` removes the limit.
+    #[oai(
+        path = "/queues/:kind/rate-limit",
+        method = "put",
+        operation_id = "set_queue_rate_limit"
+    )]
+    async fn set_queue_rate_limit(
+        &self,
+        auth: ApiKey,
+        /// `email`, `long_running` or `hash`.
+        kind: Path<String>,
+        body: JsonBody<RateLimit>,
+    ) -> Result<Json<QueueState>, ApiError> {
+        let who = auth.require(Role::Ops)?;
+        let kind = kind_of(&kind.0)?;
+        let rate = body.0.per_second;
+        if rate.is_some_and(|r| !(0.01..=100_000.0).contains(&r)) {
+            return Err(ApiError::validation(
+                "per_second",
+                "must be between 0.01 and 100000, or null",
+            ));
+        }
+        let row = store::queues::set_rate_limit(&self.pool, kind.as_str(), rate, &who.name).await?;
+        Ok(Json(state(kind, Some(&row))))
+    }
+}
