@@ -6,11 +6,16 @@
 //!   poll) *inside* the fetch, having noted the notification generation before querying, so an
 //!   entry committed while a fetch was in flight is always fetched next. (With a wake-up stream
 //!   beside the backend, a notification consumed during an in-flight fetch was lost.)
+//! - **No stalled worker.** apalis-core's `Persisted` arms its heartbeat timer only while idle
+//!   between fetches; a timer that fires during a fetch is consumed, and a worker that then parks
+//!   after an empty fetch was never woken again. While parked, this backend keeps two wake-ups
+//!   registered: the queue's notifications and a tick at half the heartbeat interval.
 //! - **Postgres outages do not kill the worker.** Fetches and heartbeats that cannot reach the
 //!   database wait and try again instead of ending the worker's stream (apalis-postgres marks the
 //!   backend dead, the worker stops and its running jobs are dropped).
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -259,10 +264,16 @@ impl Persistence for QueuePersistence {
     }
 }
 
+type Wakeup = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
 /// The backend of one jobq worker (one queue).
 pub struct QueueBackend {
     persistence: Persisted<QueuePersistence>,
     codec: JsonCodec,
+    /// Wake-ups while parked (see the module doc).
+    notified: watch::Receiver<u64>,
+    next_notification: Option<Wakeup>,
+    tick: tokio::time::Interval,
 }
 
 impl QueueBackend {
@@ -276,7 +287,12 @@ impl QueueBackend {
         wake: watch::Receiver<u64>,
         poll_interval: Duration,
     ) -> Self {
+        let mut tick = tokio::time::interval(config.heartbeat_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
+            notified: wake.clone(),
+            next_notification: None,
+            tick,
             persistence: Persisted::new(QueuePersistence {
                 pool,
                 config,
@@ -287,6 +303,23 @@ impl QueueBackend {
             }),
             codec: JsonCodec::default(),
         }
+    }
+
+    /// Makes sure a parked worker is polled again: on the queue's next notification, and at
+    /// the latest after half a heartbeat interval.
+    fn keep_awake(&mut self, cx: &mut Context<'_>) {
+        let notified = &self.notified;
+        let next = self.next_notification.get_or_insert_with(|| {
+            let mut rx = notified.clone();
+            Box::pin(async move {
+                let _ = rx.changed().await;
+            })
+        });
+        if next.as_mut().poll(cx).is_ready() {
+            self.next_notification = None;
+            cx.waker().wake_by_ref();
+        }
+        while self.tick.poll_tick(cx).is_ready() {}
     }
 }
 
@@ -308,7 +341,11 @@ impl Backend for QueueBackend {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Entry, Error>>> {
-        self.persistence.poll_next(cx, worker)
+        let next = self.persistence.poll_next(cx, worker);
+        if next.is_pending() {
+            self.keep_awake(cx);
+        }
+        next
     }
 
     fn poll_close(

@@ -169,8 +169,11 @@ async fn a_long_uncommitted_event_holds_back_later_ones_so_resuming_never_skips_
 ) {
     let app = spawn_app_with(db, &["--role", "api"]).await;
     let job = enqueue_steps(&app, 1, 0).await;
-    let mut ws = WsClient::connect(&app, "").await;
+    // Start explicitly after the job's own events, so only the two below can arrive.
+    let before = *ids(&app.events(&job).await).last().unwrap();
+    let mut ws = WsClient::connect(&app, &format!("?after={before}")).await;
     ws.expect("subscribed").await;
+    ws.expect("caught_up").await;
 
     let insert = "INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
                   VALUES ($1, 'long_running', 'progress', 'queued', '{}', 'default') RETURNING id";
@@ -193,9 +196,11 @@ async fn a_long_uncommitted_event_holds_back_later_ones_so_resuming_never_skips_
 
     // `late` is committed, but delivering it now would let a client resume "after late" and
     // never see `early`. It waits.
+    let early_delivery = ws.next(Duration::from_millis(500)).await;
     assert_eq!(
-        ws.next(Duration::from_millis(500)).await,
-        Err(Ended::TimedOut)
+        early_delivery,
+        Err(Ended::TimedOut),
+        "early={early} late={late}"
     );
     first.commit().await.unwrap();
     let events = ws.events_until(WAIT, |e| e["id"] == late).await;

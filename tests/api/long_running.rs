@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, time};
 
 #[sqlx::test(migrations = false)]
 async fn a_long_running_job_shows_increasing_progress_and_ends_at_steps_of_steps(
@@ -83,10 +83,13 @@ async fn fast_steps_are_checkpointed_in_throttled_writes(_: PgPoolOptions, db: P
         .filter(|e| e["type"] == "progress")
         .map(|e| e["data"]["done"].as_u64().unwrap())
         .collect();
-    // One write per 50 ms (the test's --progress-interval), not one per step.
+    // At most one write per 50 ms (the test's --progress-interval) plus the last, not one per
+    // step, however long a loaded machine made the run.
+    let ran = time(&done["finished_at"]) - time(&done["started_at"]);
+    let allowed = (ran.num_milliseconds() / 50 + 2) as usize;
     assert!(
-        writes.len() < 100,
-        "{} progress writes for 300 steps",
+        writes.len() <= allowed && writes.len() < 300,
+        "{} progress writes for 300 steps in {ran}",
         writes.len()
     );
     assert_eq!(writes.last(), Some(&300), "the last step is always written");

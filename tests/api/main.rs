@@ -6,6 +6,7 @@ mod helpers;
 
 mod email;
 mod events;
+mod faults;
 mod hash;
 mod idempotency;
 mod long_running;

@@ -272,7 +272,9 @@ async fn wait_answers_at_completion_or_with_the_current_state(
     assert_eq!(waited["status"], "succeeded");
     let lag = answered - time(&waited["finished_at"]);
     assert!(
-        lag < chrono::Duration::milliseconds(100),
+        // Pushed at completion, not found by polling or at the 20 s timeout (a bound loose
+        // enough for a loaded CI machine).
+        lag < chrono::Duration::seconds(1),
         "answered {lag} after completion"
     );
 

@@ -1,11 +1,15 @@
 //! `spawn_app` and friends: a real jobq on a fresh database, a real SMTP server, the real binary.
 
 mod app;
+mod load;
+mod pg;
 mod process;
 mod smtp;
 mod ws;
 
 pub use app::{TestApp, authorized_client, create_key, spawn_app, spawn_app_with, start_app};
+pub use load::{settle, start_load};
+pub use pg::PrivatePostgres;
 pub use process::{JobqProcess, database_url};
 pub use smtp::{SmtpServer, closed_port};
 pub use ws::{Ended, WsClient};

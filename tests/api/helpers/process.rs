@@ -59,7 +59,10 @@ impl JobqProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(flags)
             .env("DATABASE_URL", database_url(db))
-            .env("JOBQ_LOG", "info")
+            .env(
+                "JOBQ_LOG",
+                std::env::var("JOBQ_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
