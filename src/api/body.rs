@@ -62,6 +62,17 @@ impl<T: Type + DeserializeOwned + BodyLimit> ParsePayload for JsonBody<T> {
 
 poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + BodyLimit);
 
+/// For an optional request field (`#[serde(default, deserialize_with = "present")]`): absent
+/// is `None`, a value is checked as `T`, and `null` is refused like any value of the wrong type,
+/// as the spec (which marks no request field nullable) says.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// Parses JSON, naming the field of the first error (`to`, `options.max_attempts`, ...).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -98,8 +109,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     // A missing field is reported at the path of its object, with its name in the message;
     // every other error (unknown field included) at the path of the field itself.
-    let missing = backticked(&message).filter(|_| message.starts_with("missing field"));
-    let field = match (path.as_str(), missing) {
+    // So is an unknown field inside a tagged union (serde buffers the variant's content).
+    let named = backticked(&message).filter(|name| {
+        message.starts_with("missing field")
+            || (message.starts_with("unknown field") && path.rsplit('.').next() != Some(*name))
+    });
+    let field = match (path.as_str(), named) {
         (".", Some(name)) => name.to_owned(),
         (p, Some(name)) => format!("{p}.{name}"),
         (".", None) => "body".to_owned(),

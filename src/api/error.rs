@@ -49,7 +49,8 @@ pub enum ApiError {
     /// different request).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The request body is larger than this endpoint accepts.
+    /// The request body is larger than this endpoint accepts, or it asks for more work than
+    /// this server allows (a hash job's total input; `field` names it).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json`.
@@ -121,6 +122,11 @@ impl ApiError {
         Self::Conflict(body(code, message, field))
     }
 
+    /// A well-formed request for more work than this server allows (a hash job's total input).
+    pub fn input_too_large(field: &str, message: impl Into<String>) -> Self {
+        Self::PayloadTooLarge(body("input_too_large", message, Some(field)))
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::PayloadTooLarge(body(
             "payload_too_large",
@@ -170,22 +176,22 @@ impl From<sqlx::Error> for ApiError {
 /// Turns any error that reached the router (a parameter poem-openapi could not parse, an
 /// unknown route, a wrong method) into the API's error shape. Errors that already are one of
 /// our responses pass through unchanged.
-pub async fn into_response(err: poem::Error) -> Response {
+pub fn into_response(err: poem::Error, path: &str, allowed: Option<&str>) -> Response {
     // Keep the operation for the request metrics.
     let operation = err.data::<poem_openapi::OperationId>().copied();
-    let mut resp = response_of(err);
+    let mut resp = response_of(err, path, allowed);
     if let Some(op) = operation {
         resp.set_data(op);
     }
     resp
 }
 
-fn response_of(err: poem::Error) -> Response {
+fn response_of(err: poem::Error, path: &str, allowed: Option<&str>) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
     let api = if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        let name = path_parameter_name(e.name);
+        let name = path_parameter_name(e.name, path);
         let message = format!("invalid {name}: {}", e.reason);
         ApiError::bad_request("invalid_parameter", message, Some(name))
     } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
@@ -203,11 +209,19 @@ fn response_of(err: poem::Error) -> Response {
     } else if err.is::<NotFoundError>() {
         ApiError::NotFound(body("route_not_found", "no such route", None))
     } else if err.is::<MethodNotAllowedError>() {
-        return plain(
+        let mut resp = plain(
             err.status(),
             "method_not_allowed",
-            "method not allowed for this route",
+            &match allowed {
+                Some(methods) => format!("method not allowed for this route; it allows {methods}"),
+                None => "method not allowed for this route".to_owned(),
+            },
         );
+        if let Some(methods) = allowed.and_then(|m| m.parse().ok()) {
+            resp.headers_mut()
+                .insert(poem::http::header::ALLOW, methods);
+        }
+        return resp;
     } else if err.status() == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(body("payload_too_large", err.to_string(), None))
     } else if err.status().is_client_error() {
@@ -219,9 +233,10 @@ fn response_of(err: poem::Error) -> Response {
 }
 
 /// poem-openapi names path parameters `param0`, `param1`, ... by position when it reports them.
-/// Every path of this API has at most one parameter, the job id.
-fn path_parameter_name(internal: &str) -> &str {
+/// Every path of this API has at most one parameter: a queue's `kind`, or an `id`.
+fn path_parameter_name<'a>(internal: &'a str, path: &str) -> &'a str {
     match internal {
+        "param0" if path.starts_with("/v1/queues/") => "kind",
         "param0" => "id",
         other => other,
     }

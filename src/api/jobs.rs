@@ -84,15 +84,23 @@ impl JobsApi {
     #[oai(path = "/jobs/email", method = "post", operation_id = "enqueue_email")]
     async fn enqueue_email(
         &self,
+        req: &poem::Request,
         auth: ApiKey,
         body: JsonBody<EnqueueEmail>,
         /// Makes the request safe to retry: the same key with the same body returns the same
         /// job; with a different body, 409. 1-255 visible ASCII characters.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")
+        )]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, ApiError> {
-        self.enqueue_one(&auth, JobRequest::Email(body.0), idempotency_key.0)
-            .await
+        self.enqueue_one(
+            &auth,
+            JobRequest::Email(body.0),
+            idempotency(req, idempotency_key.0)?,
+        )
+        .await
     }
 
     /// Enqueue a long-running job
@@ -106,14 +114,22 @@ impl JobsApi {
     )]
     async fn enqueue_long_running(
         &self,
+        req: &poem::Request,
         auth: ApiKey,
         body: JsonBody<EnqueueLongRunning>,
         /// See `enqueue_email`.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")
+        )]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, ApiError> {
-        self.enqueue_one(&auth, JobRequest::LongRunning(body.0), idempotency_key.0)
-            .await
+        self.enqueue_one(
+            &auth,
+            JobRequest::LongRunning(body.0),
+            idempotency(req, idempotency_key.0)?,
+        )
+        .await
     }
 
     /// Enqueue a hash job
@@ -123,14 +139,22 @@ impl JobsApi {
     #[oai(path = "/jobs/hash", method = "post", operation_id = "enqueue_hash")]
     async fn enqueue_hash(
         &self,
+        req: &poem::Request,
         auth: ApiKey,
         body: JsonBody<EnqueueHash>,
         /// See `enqueue_email`.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")
+        )]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, ApiError> {
-        self.enqueue_one(&auth, JobRequest::Hash(body.0), idempotency_key.0)
-            .await
+        self.enqueue_one(
+            &auth,
+            JobRequest::Hash(body.0),
+            idempotency(req, idempotency_key.0)?,
+        )
+        .await
     }
 
     /// Enqueue many jobs
@@ -141,16 +165,22 @@ impl JobsApi {
     #[oai(path = "/jobs/batch", method = "post", operation_id = "enqueue_batch")]
     async fn enqueue_batch(
         &self,
+        req: &poem::Request,
         auth: ApiKey,
         body: JsonBody<EnqueueBatch>,
         /// Makes the request safe to retry: the same key with the same body returns the same
-        /// jobs; with a different body, 409.
-        #[oai(name = "Idempotency-Key")]
+        /// jobs; with a different body, 409. 1-255 visible ASCII characters.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")
+        )]
         idempotency_key: Header<Option<String>>,
     ) -> Result<BatchResponse, ApiError> {
         let who = auth.require(Role::Client)?;
         rate_check(&self.limits, who)?;
-        let key = idempotency_key.0.map(check_idempotency_key).transpose()?;
+        let key = idempotency(req, idempotency_key.0)?
+            .map(check_idempotency_key)
+            .transpose()?;
         let jobs = body.0.jobs;
         if jobs.is_empty() || jobs.len() > MAX_BATCH {
             return Err(ApiError::validation(
@@ -200,17 +230,21 @@ impl JobsApi {
         &self,
         auth: ApiKey,
         /// Only jobs in one of these statuses (repeat the parameter for several).
+        #[oai(default)]
         status: Query<Vec<JobStatus>>,
         /// Only jobs of one of these kinds (repeat the parameter for several).
+        #[oai(default)]
         kind: Query<Vec<JobKind>>,
         /// Only jobs created at or after this time (RFC 3339).
         created_after: Query<Option<DateTime<Utc>>>,
-        /// Only jobs created before this time (RFC 3339).
+        /// Only jobs created before this time (RFC 3339); a range that ends before it starts
+        /// matches nothing.
         created_before: Query<Option<DateTime<Utc>>>,
         /// Only jobs whose last error contains this text (case-insensitive).
         #[oai(validator(max_length = 200))]
         error_contains: Query<Option<String>>,
-        /// Only jobs carrying all these tags (repeat the parameter for several).
+        /// Only jobs carrying all these tags (repeat the parameter for several, at most 20).
+        #[oai(default, validator(max_items = 20))]
         tag: Query<Vec<String>>,
         /// `newest_first` (default) or `oldest_first`.
         order: Query<Option<ListOrder>>,
@@ -218,6 +252,7 @@ impl JobsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
+        #[oai(validator(pattern = "^[A-Za-z0-9_-]{21}[AQgw]$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobPage>, ApiError> {
         let limit = page_size(limit.0)?;
@@ -432,6 +467,19 @@ impl JobsApi {
     }
 }
 
+/// The Idempotency-Key as parsed, after a look at the raw header: poem-openapi reads a value
+/// that is not visible ASCII (e.g. Latin-1 bytes) as no header at all.
+fn idempotency(req: &poem::Request, parsed: Option<String>) -> Result<Option<String>, ApiError> {
+    match (req.headers().get(IDEMPOTENCY_KEY), parsed) {
+        (Some(_), None) => Err(ApiError::bad_request(
+            "invalid_header",
+            "must be 1-255 visible ASCII characters",
+            Some(IDEMPOTENCY_KEY),
+        )),
+        (_, parsed) => Ok(parsed),
+    }
+}
+
 fn check_idempotency_key(key: String) -> Result<String, ApiError> {
     let ok = (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
     if ok {
@@ -462,15 +510,7 @@ pub fn job_filter(
     created_before: Option<DateTime<Utc>>,
     error_contains: Option<String>,
 ) -> Result<store::jobs::JobFilter, ApiError> {
-    if let (Some(after), Some(before)) = (created_after, created_before)
-        && after >= before
-    {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            "created_after must be earlier than created_before",
-            Some("created_after"),
-        ));
-    }
+    // A range that ends before it starts is valid and matches nothing (the SQL says so).
     if error_contains
         .as_ref()
         .is_some_and(|e| e.chars().count() > 200)
@@ -483,8 +523,16 @@ pub fn job_filter(
     }
     let names =
         |v: Vec<&'static str>| (!v.is_empty()).then(|| v.into_iter().map(str::to_owned).collect());
+    // Postgres text holds no NUL, so no stored error contains one: such a filter matches
+    // nothing (an empty status list).
+    let statuses = if error_contains.as_ref().is_some_and(|e| e.contains('\0')) {
+        Some(Vec::new())
+    } else {
+        names(statuses.into_iter().map(JobStatus::as_str).collect())
+    };
+    let error_contains = error_contains.map(|e| e.replace('\0', ""));
     Ok(store::jobs::JobFilter {
-        statuses: names(statuses.into_iter().map(JobStatus::as_str).collect()),
+        statuses,
         kinds: names(kinds.into_iter().map(JobKind::as_str).collect()),
         created_after,
         created_before,
@@ -494,12 +542,13 @@ pub fn job_filter(
     })
 }
 
-/// The `tag` parameters as a filter (`None`: any).
+/// The `tag` parameters as a filter (`None`: any). A string no job can carry as a tag is a
+/// valid filter that matches nothing.
 pub fn tag_filter(tags: Vec<String>) -> Result<Option<Vec<String>>, ApiError> {
-    if let Some(bad) = tags.iter().find(|t| !crate::domain::valid_tag(t)) {
+    if tags.len() > 20 {
         return Err(ApiError::bad_request(
             "invalid_parameter",
-            format!("{bad:?} is not a valid tag"),
+            "at most 20 tags",
             Some("tag"),
         ));
     }

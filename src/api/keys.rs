@@ -26,15 +26,18 @@ pub struct KeysApi {
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// Who or what uses the key (1-100 of letters, digits, `-_.@`); ops actions record it.
-    #[oai(validator(min_length = 1, max_length = 100))]
+    #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"))]
     pub name: String,
     pub role: Role,
-    /// The tenant whose jobs the key creates and (for `client`) sees; `default` when omitted.
-    #[oai(validator(min_length = 1, max_length = 100))]
+    /// The tenant whose jobs the key creates and (for `client`) sees (1-100 of letters,
+    /// digits, `-_.@`); `default` when omitted.
+    #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"))]
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub tenant: Option<String>,
     /// Enqueue requests per second for this key (per API process); the server default when
     /// omitted.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub rate_limit: Option<u32>,
 }
 

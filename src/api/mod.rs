@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod contract;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -107,14 +108,15 @@ pub fn spec_json() -> String {
         true,
         tokio_util::sync::CancellationToken::new(),
     );
-    service(ApiState {
+    let raw = service(ApiState {
         pool,
         config: ApiConfig::placeholder(),
         keys,
         limits: RateLimits::new(0),
         hub: None,
     })
-    .spec()
+    .spec();
+    contract::finish(&raw)
 }
 
 /// What `/metrics` reads at scrape time.
@@ -161,29 +163,72 @@ pub fn routes(state: ApiState, role: Role, events: Option<events::EventsState>) 
     let keys = state.keys.clone();
     let pool = state.pool.clone();
     let route = Route::new().at("/metrics", poem::get(metrics_endpoint.data(metrics_state)));
-    let route = if let (true, Some(events)) = (role.runs_api(), events) {
+    let (route, spec) = if let (true, Some(events)) = (role.runs_api(), events) {
         let api = service(state);
-        let docs = api.swagger_ui();
-        let spec = api.spec_endpoint();
-        route
+        let raw = api.spec();
+        let spec = contract::finish(&raw);
+        // Swagger UI shows the finished document, the one `/openapi.json` serves.
+        let docs_html = api.swagger_ui_html().replacen(&raw, &spec, 1);
+        let served = spec.clone();
+        let route = route
             .at("/v1/events", poem::get(events::events.data(events)))
             .nest("/ui", crate::ui::routes())
-            .nest("/docs", docs)
-            .at("/openapi.json", spec)
-            .nest("/", api)
+            .at(
+                "/docs",
+                poem::get(poem::endpoint::make_sync(move |_| {
+                    poem::web::Html(docs_html.clone())
+                })),
+            )
+            .at(
+                "/openapi.json",
+                poem::get(poem::endpoint::make_sync(move |_| {
+                    served
+                        .clone()
+                        .with_content_type("application/json; charset=utf-8")
+                })),
+            )
+            .nest("/", api);
+        (route, spec)
     } else {
         let health =
             OpenApiService::new(HealthApi { pool }, "jobq worker", env!("CARGO_PKG_VERSION"));
-        route.nest("/", health)
+        let spec = health.spec();
+        (route.nest("/", health), spec)
     };
+    let methods = std::sync::Arc::new(contract::Methods::from_spec(
+        &spec,
+        &[
+            ("/metrics", "GET"),
+            ("/v1/events", "GET"),
+            ("/openapi.json", "GET"),
+            ("/docs", "GET"),
+        ],
+    ));
     // Bodies are only read through `JsonBody`, which enforces each endpoint's size limit.
     let insecure = keys.insecure();
     route
         .data(keys)
         .around(move |next, req| insecure_dev_key(insecure, next, req))
-        .catch_all_error(error::into_response)
+        .around(move |next, req| api_errors(methods.clone(), next, req))
         .around(count_request)
         .with(Tracing)
+}
+
+/// Every error that reached the router becomes the API's error shape (see `error`); a 405
+/// names the route's methods in `Allow`.
+async fn api_errors<E: Endpoint>(
+    methods: std::sync::Arc<contract::Methods>,
+    next: E,
+    req: Request,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    match next.call(req).await {
+        Ok(resp) => Ok(resp.into_response()),
+        Err(err) => {
+            let allowed = methods.allowed(&path);
+            Ok(error::into_response(err, &path, allowed.as_deref()))
+        }
+    }
 }
 
 /// With authentication switched off, a request without a key gets a placeholder one, which

@@ -33,20 +33,30 @@ pub struct OpsApi {
 #[serde(deny_unknown_fields)]
 pub struct BulkRetryRequest {
     /// `failed` and/or `cancelled` (default both); other statuses match nothing.
+    #[oai(default)]
     #[serde(default)]
     pub status: Vec<JobStatus>,
     /// Only these kinds (default all).
+    #[oai(default)]
     #[serde(default)]
     pub kind: Vec<JobKind>,
+    /// Only jobs created at or after this time (RFC 3339).
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created before this time (RFC 3339); a range that ends before it starts
+    /// matches nothing.
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub created_before: Option<DateTime<Utc>>,
     /// Only jobs whose last error contains this text (case-insensitive).
     #[oai(validator(max_length = 200))]
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub error_contains: Option<String>,
     /// Retry at most this many jobs, oldest first (1-10000, default 1000).
     #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub limit: Option<u32>,
-    /// Only count what would be retried.
+    /// Only count what would be retried (default false).
+    #[oai(default)]
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -235,8 +245,9 @@ impl OpsApi {
             req.created_before,
             req.error_contains,
         )
-        .map_err(|_| {
-            ApiError::validation("created_after", "must be earlier than created_before")
+        .map_err(|e| match e {
+            ApiError::BadRequest(body) => ApiError::Unprocessable(body),
+            other => other,
         })?;
         let done = lifecycle::bulk_retry(
             &self.pool,
@@ -262,12 +273,15 @@ impl OpsApi {
         &self,
         auth: ApiKey,
         /// Only jobs in one of these statuses.
+        #[oai(default)]
         status: Query<Vec<JobStatus>>,
         /// Only jobs of one of these kinds.
+        #[oai(default)]
         kind: Query<Vec<JobKind>>,
         /// Only jobs created at or after this time (RFC 3339).
         created_after: Query<Option<DateTime<Utc>>>,
-        /// Only jobs created before this time (RFC 3339).
+        /// Only jobs created before this time (RFC 3339); a range that ends before it starts
+        /// matches nothing.
         created_before: Query<Option<DateTime<Utc>>>,
         /// Only jobs whose last error contains this text (case-insensitive).
         #[oai(validator(max_length = 200))]

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sqlx::PgPool;
 
@@ -46,9 +46,9 @@ pub struct QueueList {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
-    /// Jobs started per second at most (0.01-100000), or `null` for no limit.
+    /// Jobs started per second at most (0.01-100000), across all worker processes.
     #[oai(validator(minimum(value = "0.01"), maximum(value = "100000")))]
-    pub per_second: Option<f64>,
+    pub per_second: f64,
 }
 
 impl BodyLimit for RateLimit {
@@ -65,8 +65,11 @@ fn state(kind: JobKind, row: Option<&QueueRow>) -> QueueState {
     }
 }
 
-fn kind_of(name: &str) -> Result<JobKind, ApiError> {
-    JobKind::parse(name).ok_or_else(|| ApiError::not_found("queue", "kind"))
+#[derive(ApiResponse)]
+pub enum RateLimitRemoved {
+    /// The kind has no rate limit (any more).
+    #[oai(status = 200)]
+    Removed(Json<QueueState>),
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Queues")]
@@ -95,11 +98,11 @@ impl QueuesApi {
     async fn pause_queue(
         &self,
         auth: ApiKey,
-        /// `email`, `long_running` or `hash`.
-        kind: Path<String>,
+        /// The kind whose queue this is.
+        kind: Path<JobKind>,
     ) -> Result<Json<QueueState>, ApiError> {
         let who = auth.require(Role::Ops)?;
-        let kind = kind_of(&kind.0)?;
+        let kind = kind.0;
         let row = store::queues::set_paused(&self.pool, kind.as_str(), true, &who.name).await?;
         Ok(Json(state(kind, Some(&row))))
     }
@@ -113,11 +116,11 @@ impl QueuesApi {
     async fn resume_queue(
         &self,
         auth: ApiKey,
-        /// `email`, `long_running` or `hash`.
-        kind: Path<String>,
+        /// The kind whose queue this is.
+        kind: Path<JobKind>,
     ) -> Result<Json<QueueState>, ApiError> {
         let who = auth.require(Role::Ops)?;
-        let kind = kind_of(&kind.0)?;
+        let kind = kind.0;
         let row = store::queues::set_paused(&self.pool, kind.as_str(), false, &who.name).await?;
         Ok(Json(state(kind, Some(&row))))
     }
@@ -126,7 +129,6 @@ impl QueuesApi {
     ///
     /// At most `per_second` jobs of this kind start per second, counted across all worker
     /// processes (the bucket is kept in Postgres, so more processes do not raise it).
-    /// `null` removes the limit.
     #[oai(
         path = "/queues/:kind/rate-limit",
         method = "put",
@@ -135,20 +137,39 @@ impl QueuesApi {
     async fn set_queue_rate_limit(
         &self,
         auth: ApiKey,
-        /// `email`, `long_running` or `hash`.
-        kind: Path<String>,
+        /// The kind whose queue this is.
+        kind: Path<JobKind>,
         body: JsonBody<RateLimit>,
     ) -> Result<Json<QueueState>, ApiError> {
         let who = auth.require(Role::Ops)?;
-        let kind = kind_of(&kind.0)?;
+        let kind = kind.0;
         let rate = body.0.per_second;
-        if rate.is_some_and(|r| !(0.01..=100_000.0).contains(&r)) {
+        if !(0.01..=100_000.0).contains(&rate) {
             return Err(ApiError::validation(
                 "per_second",
-                "must be between 0.01 and 100000, or null",
+                "must be between 0.01 and 100000",
             ));
         }
-        let row = store::queues::set_rate_limit(&self.pool, kind.as_str(), rate, &who.name).await?;
+        let row =
+            store::queues::set_rate_limit(&self.pool, kind.as_str(), Some(rate), &who.name).await?;
         Ok(Json(state(kind, Some(&row))))
+    }
+
+    /// Remove a queue's rate limit
+    #[oai(
+        path = "/queues/:kind/rate-limit",
+        method = "delete",
+        operation_id = "remove_queue_rate_limit"
+    )]
+    async fn remove_queue_rate_limit(
+        &self,
+        auth: ApiKey,
+        /// The kind whose queue this is.
+        kind: Path<JobKind>,
+    ) -> Result<RateLimitRemoved, ApiError> {
+        let who = auth.require(Role::Ops)?;
+        let kind = kind.0;
+        let row = store::queues::set_rate_limit(&self.pool, kind.as_str(), None, &who.name).await?;
+        Ok(RateLimitRemoved::Removed(Json(state(kind, Some(&row)))))
     }
 }

@@ -1,49 +1,46 @@
 //! Enqueue requests: one body per kind, each with the options every job may carry, and their
-//! parsing into a job (payload, progress total, options).
+//! parsing into a job (payload, progress total, options). A schedule's job is the same request
+//! without `run_at`/`delay_ms` (its ticks say when it runs).
+//!
+//! The schema attributes (`#[oai(...)]`) are the contract; parsing is serde's (`JsonBody`), and
+//! the checks in `jobs::*::parse` and `JobOptions::parse` accept exactly what they state.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Object, Union};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::body::BodyLimit;
 use crate::api::error::ApiError;
-use crate::domain::{JobKind, RawOptions};
+use crate::domain::{FieldError, JobKind, RawOptions};
 use crate::jobs::email::EmailJob;
-use crate::jobs::hash::{HashAlgorithm, HashJob};
+use crate::jobs::hash::{HashAlgorithm, HashInput, HashJob};
 use crate::jobs::long_running::LongRunningJob;
 
-/// Declares an enqueue request: the kind's own fields, then the options of every job.
-macro_rules! enqueue_request {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Object, Deserialize, serde::Serialize)]
-        #[oai(deny_unknown_fields)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
-            $($(#[$fmeta])* pub $field: $ty,)*
-            /// Attempts before the job fails for good (1-25; the server default when omitted).
-            #[oai(validator(minimum(value = "1"), maximum(value = "25")))]
-            pub max_attempts: Option<u32>,
-            /// Do not run before this time (RFC 3339): the job is `scheduled` until then, and
-            /// runs within a second after it. A time in the past means now.
-            pub run_at: Option<DateTime<Utc>>,
-            /// Do not run before this many milliseconds from now (at most a year). Give this or
-            /// `run_at`.
-            #[oai(validator(minimum(value = "0"), maximum(value = "31622400000")))]
-            pub delay_ms: Option<u64>,
-            /// -100 to 100 (default 0): when jobs of a kind wait, higher runs first.
-            #[oai(validator(minimum(value = "-100"), maximum(value = "100")))]
-            pub priority: Option<i32>,
-            /// An attempt running longer than this many milliseconds (100 to 86400000) fails
-            /// and is retried like any failure.
-            #[oai(validator(minimum(value = "100"), maximum(value = "86400000")))]
-            pub timeout_ms: Option<u64>,
-            /// Labels to find the job by (`list_jobs?tag=`): at most 20, each 1-64 letters,
-            /// digits or `_.:/=-`.
-            #[oai(validator(max_items = 20))]
-            pub tags: Option<Vec<String>>,
-        }
+/// Declares the request of one kind twice: to enqueue (`$name`: the kind's fields, the options
+/// of every job, `run_at`/`delay_ms`) and as a schedule's job (`$scheduled`: without the last
+/// two).
+macro_rules! job_request {
+    (
+        $(#[$meta:meta])* $name:ident,
+        $(#[$smeta:meta])* $scheduled:ident,
+        { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }
+    ) => {
+        job_request!(@struct $(#[$meta])* $name {
+            $($(#[$fmeta])* $field: $ty,)*
+            /// Do not run before this time (RFC 3339): the job is `scheduled` until then and
+            /// runs within a second after it. A past time means now. With `delay_ms` too, the
+            /// delay counts from this time.
+            #[oai(skip_serializing_if_is_none)]
+            #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
+            run_at: Option<DateTime<Utc>>,
+            /// Do not run before this many milliseconds from now (or from `run_at`), at most
+            /// a year.
+            #[oai(validator(minimum(value = "0"), maximum(value = "31622400000")), skip_serializing_if_is_none)]
+            #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
+            delay_ms: Option<u64>,
+        });
+        job_request!(@struct $(#[$smeta])* $scheduled { $($(#[$fmeta])* $field: $ty,)* });
 
         impl $name {
             pub fn options(&self) -> RawOptions {
@@ -57,27 +54,83 @@ macro_rules! enqueue_request {
                 }
             }
         }
+
+        impl From<$scheduled> for $name {
+            fn from(s: $scheduled) -> Self {
+                Self {
+                    $($field: s.$field,)*
+                    max_attempts: s.max_attempts,
+                    priority: s.priority,
+                    timeout_ms: s.timeout_ms,
+                    tags: s.tags,
+                    run_at: None,
+                    delay_ms: None,
+                }
+            }
+        }
+    };
+    (@struct $(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Object, Deserialize, Serialize)]
+        #[oai(deny_unknown_fields)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Attempts before the job fails for good (1-25; the server's default, 5 unless
+            /// configured, when omitted).
+            #[oai(validator(minimum(value = "1"), maximum(value = "25")), skip_serializing_if_is_none)]
+            #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
+            pub max_attempts: Option<u32>,
+            /// -100 to 100 (default 0): when jobs of a kind wait, higher runs first.
+            #[oai(validator(minimum(value = "-100"), maximum(value = "100")), skip_serializing_if_is_none)]
+            #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
+            pub priority: Option<i32>,
+            /// An attempt running longer than this many milliseconds (100 to 86400000) fails
+            /// and is retried like any failure.
+            #[oai(validator(minimum(value = "100"), maximum(value = "86400000")), skip_serializing_if_is_none)]
+            #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
+            pub timeout_ms: Option<u64>,
+            /// Labels to find the job by (`list_jobs?tag=`): at most 20, each 1-64 letters,
+            /// digits or `_.:/=-`.
+            #[oai(
+                validator(max_items = 20, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:/=-]{1,64}$"),
+                skip_serializing_if_is_none
+            )]
+            #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
+            pub tags: Option<Vec<String>>,
+        }
     };
 }
 
-enqueue_request! {
+job_request! {
     /// Send one plain-text email.
-    EnqueueEmail {
-        /// Recipient address, e.g. `ada@example.com`.
-        #[oai(validator(min_length = 3, max_length = 320))]
+    EnqueueEmail,
+    /// An email to send at each tick of a schedule.
+    ScheduledEmail,
+    {
+        /// Recipient address, e.g. `ada@example.com` (no display name, quotes or IP literals).
+        #[oai(validator(
+            min_length = 3,
+            max_length = 254,
+            pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+        ))]
         to: String,
-        /// Subject line: 1 to 998 characters, no line breaks.
-        #[oai(validator(min_length = 1, max_length = 998))]
+        /// Subject line: 1 to 998 characters, no line breaks or NUL characters.
+        #[oai(validator(min_length = 1, max_length = 998, pattern = "^[^\\r\\n\\x00]*$"))]
         subject: String,
-        /// Plain-text body, at most 256 KiB.
+        /// Plain-text body, at most 262144 characters, no NUL characters.
+        // "No NUL" is added to the spec by `api::contract` (a `not` schema).
         #[oai(validator(max_length = 262144))]
         body: String,
     }
 }
 
-enqueue_request! {
+job_request! {
     /// Run `steps` steps of `step_duration_ms` each, reporting progress.
-    EnqueueLongRunning {
+    EnqueueLongRunning,
+    /// A long-running job to run at each tick of a schedule.
+    ScheduledLongRunning,
+    {
         /// Number of steps (1-10000).
         #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         steps: u32,
@@ -87,26 +140,54 @@ enqueue_request! {
     }
 }
 
-enqueue_request! {
-    /// Compute a SHA-2 digest of `data` (or `data_base64`) repeated `repeat` times.
-    EnqueueHash {
-        /// Input as text, hashed as its UTF-8 bytes (at most 1 MiB). Give this or `data_base64`.
-        #[oai(validator(max_length = 1048576))]
-        data: Option<String>,
-        /// Input as standard base64 (at most 1 MiB decoded). Give this or `data`.
-        #[oai(validator(max_length = 1398104))]
-        data_base64: Option<String>,
-        /// How many times the input is fed to the hash function (1-1000000000, default 1); the
-        /// total (length x repeat) is limited by the server, 1 GiB by default.
-        #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+job_request! {
+    /// Compute a SHA-2 digest of `data` repeated `repeat` times.
+    EnqueueHash,
+    /// A hash job to run at each tick of a schedule.
+    ScheduledHash,
+    {
+        /// The input: text (hashed as its UTF-8 bytes, at most 1048576 characters) or
+        /// `{"base64": "..."}` for binary input.
+        data: HashData,
+        /// How many times the input is fed to the hash function (1-1000000000, default 1).
+        /// The total (input length x repeat) is bounded by the server (1 GiB unless
+        /// configured): beyond it, 413.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")), skip_serializing_if_is_none)]
+        #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
         repeat: Option<u64>,
         /// Hash function; `sha256` when omitted.
+        #[oai(skip_serializing_if_is_none)]
+        #[serde(default, deserialize_with = "crate::api::body::present", skip_serializing_if = "Option::is_none")]
         algorithm: Option<HashAlgorithm>,
     }
 }
 
+/// A hash job's input: text (hashed as its UTF-8 bytes, at most 1048576 characters), or binary
+/// as `{"base64": "..."}`.
+// The text branch's length bound is added to the spec in `api::contract`: a union variant
+// carries no validators.
+#[derive(Debug, Clone, Union, Deserialize, Serialize)]
+#[oai(one_of)]
+#[serde(untagged)]
+pub enum HashData {
+    Text(String),
+    Base64(Base64Data),
+}
+
+/// Binary input as standard padded base64 (at most 1398104 characters).
+#[derive(Debug, Clone, Object, Deserialize, Serialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct Base64Data {
+    #[oai(validator(
+        max_length = 1398104,
+        pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+    ))]
+    pub base64: String,
+}
+
 impl BodyLimit for EnqueueEmail {
-    const MAX_BODY_BYTES: usize = 512 * 1024;
+    const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 }
 
 impl BodyLimit for EnqueueLongRunning {
@@ -114,11 +195,12 @@ impl BodyLimit for EnqueueLongRunning {
 }
 
 impl BodyLimit for EnqueueHash {
-    const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+    // 1 Mi characters of text, each up to 6 bytes as a JSON escape.
+    const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 }
 
-/// One job of any kind, `kind` telling which (a batch item, a schedule's job).
-#[derive(Debug, Clone, Union, Deserialize, serde::Serialize)]
+/// One job of any kind, `kind` telling which (a batch item).
+#[derive(Debug, Clone, Union, Deserialize, Serialize)]
 #[oai(discriminator_name = "kind", one_of)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobRequest {
@@ -130,6 +212,39 @@ pub enum JobRequest {
     Hash(EnqueueHash),
 }
 
+/// The job a schedule enqueues at each tick, `kind` telling which.
+#[derive(Debug, Clone, Union, Deserialize, Serialize)]
+#[oai(discriminator_name = "kind", one_of)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduledJob {
+    #[oai(mapping = "email")]
+    Email(ScheduledEmail),
+    #[oai(mapping = "long_running")]
+    LongRunning(ScheduledLongRunning),
+    #[oai(mapping = "hash")]
+    Hash(ScheduledHash),
+}
+
+impl From<ScheduledJob> for JobRequest {
+    fn from(job: ScheduledJob) -> Self {
+        match job {
+            ScheduledJob::Email(j) => JobRequest::Email(j.into()),
+            ScheduledJob::LongRunning(j) => JobRequest::LongRunning(j.into()),
+            ScheduledJob::Hash(j) => JobRequest::Hash(j.into()),
+        }
+    }
+}
+
+impl ScheduledJob {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            ScheduledJob::Email(_) => JobKind::Email,
+            ScheduledJob::LongRunning(_) => JobKind::LongRunning,
+            ScheduledJob::Hash(_) => JobKind::Hash,
+        }
+    }
+}
+
 /// A parsed request: what `lifecycle::enqueue` needs, options still unchecked.
 pub struct ParsedJob {
     pub kind: JobKind,
@@ -138,12 +253,13 @@ pub struct ParsedJob {
     pub options: RawOptions,
 }
 
-fn payload<T: serde::Serialize>(job: &T) -> Result<Value, ApiError> {
+fn payload<T: Serialize>(job: &T) -> Result<Value, ApiError> {
     serde_json::to_value(job).map_err(|e| ApiError::internal(&e))
 }
 
 impl JobRequest {
-    /// Checks the kind's fields (errors name the field); `hash_limit` bounds a hash job's input.
+    /// Checks the kind's fields (errors name the field); `hash_limit` bounds a hash job's total
+    /// input (413 beyond it).
     pub fn parse(self, hash_limit: u64) -> Result<ParsedJob, ApiError> {
         Ok(match self {
             JobRequest::Email(r) => {
@@ -169,7 +285,13 @@ impl JobRequest {
             }
             JobRequest::Hash(r) => {
                 let options = r.options();
-                let job = HashJob::parse(r.data, r.data_base64, r.repeat, r.algorithm, hash_limit)?;
+                let input = match r.data {
+                    HashData::Text(text) => HashInput::Text(text),
+                    HashData::Base64(b) => HashInput::Base64(b.base64),
+                };
+                let job = HashJob::parse(input, "data", r.repeat, r.algorithm)?;
+                job.check_total(hash_limit)
+                    .map_err(|e: FieldError| ApiError::input_too_large(&e.field, e.message))?;
                 ParsedJob {
                     kind: JobKind::Hash,
                     payload: payload(&job)?,
@@ -192,7 +314,7 @@ pub struct EnqueueBatch {
 }
 
 impl BodyLimit for EnqueueBatch {
-    const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+    const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 }
 
 /// Prefixes a field error with the place of the item in a list (`jobs[3].to`).
@@ -203,10 +325,15 @@ pub fn at_index(list: &str, index: usize, e: ApiError) -> ApiError {
 /// Prefixes a field error with the object it is in (`job.to`).
 pub fn at_field(parent: &str, e: ApiError) -> ApiError {
     match e {
-        ApiError::Unprocessable(mut body) => {
+        ApiError::Unprocessable(mut body) | ApiError::PayloadTooLarge(mut body)
+            if body.0.field.is_some() =>
+        {
             let field = body.0.field.take().unwrap_or_default();
             body.0.field = Some(format!("{parent}.{field}"));
-            ApiError::Unprocessable(body)
+            match body.0.code.as_str() {
+                "input_too_large" => ApiError::PayloadTooLarge(body),
+                _ => ApiError::Unprocessable(body),
+            }
         }
         other => other,
     }

@@ -12,7 +12,7 @@ use crate::api::ApiTags;
 use crate::api::auth::ApiKey;
 use crate::api::body::{BodyLimit, JsonBody};
 use crate::api::error::ApiError;
-use crate::api::requests::JobRequest;
+use crate::api::requests::{JobRequest, ScheduledJob};
 use crate::auth::{Principal, Role};
 use crate::config::ApiConfig;
 use crate::domain::{JobKind, JobOptions};
@@ -55,22 +55,111 @@ impl MissedTicks {
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     /// Unique per tenant: 1-100 letters, digits or `-_.`.
-    #[oai(validator(min_length = 1, max_length = 100))]
+    #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._-]{1,100}$"))]
     pub name: String,
-    /// Cron expression: 5 fields (`0 9 * * 1-5`: weekdays at 9:00) or 6 with seconds first
-    /// (`*/30 * * * * *`: every 30 s).
-    #[oai(validator(min_length = 1, max_length = 200))]
+    /// Cron expression: 5 fields, minute hour day-of-month month day-of-week (0 or 7 is
+    /// Sunday), e.g. `0 9 * * 1-5` (weekdays at 9:00), or 6 with seconds first
+    /// (`*/30 * * * * *`: every 30 s). Each field is a list of `*`, `n` or `a-b` (wrapping when
+    /// a > b), each optionally `/step`. When both day fields are restricted, either one
+    /// matching ticks (as in Vixie cron). An expression that never ticks (February 30) is
+    /// accepted and has no `next_run_at`.
+    #[oai(validator(
+        max_length = 200,
+        pattern = "^(?:(?:\\*|[0-5]?[0-9](?:-[0-5]?[0-9])?)(?:/[1-9][0-9]?)?(?:,(?:\\*|[0-5]?[0-9](?:-[0-5]?[0-9])?)(?:/[1-9][0-9]?)?)* )?(?:\\*|[0-5]?[0-9](?:-[0-5]?[0-9])?)(?:/[1-9][0-9]?)?(?:,(?:\\*|[0-5]?[0-9](?:-[0-5]?[0-9])?)(?:/[1-9][0-9]?)?)* (?:\\*|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3]))?)(?:/[1-9][0-9]?)?(?:,(?:\\*|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3]))?)(?:/[1-9][0-9]?)?)* (?:\\*|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01]))?)(?:/[1-9][0-9]?)?(?:,(?:\\*|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01]))?)(?:/[1-9][0-9]?)?)* (?:\\*|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2]))?)(?:/[1-9][0-9]?)?(?:,(?:\\*|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2]))?)(?:/[1-9][0-9]?)?)* (?:\\*|[0-7](?:-[0-7])?)(?:/[1-9][0-9]?)?(?:,(?:\\*|[0-7](?:-[0-7])?)(?:/[1-9][0-9]?)?)*$"
+    ))]
     pub cron: String,
-    /// IANA time zone of the expression, `UTC` when omitted.
-    #[oai(validator(min_length = 1, max_length = 64))]
-    pub timezone: Option<String>,
+    /// IANA time zone of the expression; `UTC` when omitted.
+    #[serde(default, deserialize_with = "crate::api::body::present")]
+    pub timezone: Option<TimeZone>,
     /// `run_once` (default) or `skip`.
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub missed: Option<MissedTicks>,
-    /// The tenant that owns the jobs; the key's tenant when omitted.
-    #[oai(validator(min_length = 1, max_length = 100))]
+    /// The tenant that owns the jobs (1-100 letters, digits or `-_.@`); the key's tenant when
+    /// omitted.
+    #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"))]
+    #[serde(default, deserialize_with = "crate::api::body::present")]
     pub tenant: Option<String>,
-    /// The job to enqueue at each tick, as for `enqueue_batch` (`run_at`/`delay_ms` not allowed).
-    pub job: JobRequest,
+    /// The job to enqueue at each tick (`kind` says which), with the options of any job
+    /// except `run_at`/`delay_ms`: the ticks say when it runs.
+    pub job: ScheduledJob,
+}
+
+/// An IANA time zone name, e.g. `Europe/Berlin` or `UTC`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZone(String);
+
+impl TryFrom<String> for TimeZone {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.parse::<chrono_tz::Tz>() {
+            Ok(tz) if tz.name() == name => Ok(Self(name)),
+            _ => Err(format!(
+                "unknown time zone {name:?} (use an IANA name such as Europe/Berlin)"
+            )),
+        }
+    }
+}
+
+impl From<TimeZone> for String {
+    fn from(tz: TimeZone) -> String {
+        tz.0
+    }
+}
+
+impl poem_openapi::types::Type for TimeZone {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TimeZone".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |_| {
+            poem_openapi::registry::MetaSchema {
+                description: Some("An IANA time zone name, e.g. `Europe/Berlin` or `UTC`."),
+                enum_items: chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .map(|tz| serde_json::Value::String(tz.name().to_owned()))
+                    .collect(),
+                ..poem_openapi::registry::MetaSchema::new("string")
+            }
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for TimeZone {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for TimeZone {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(name)) => {
+                Self::try_from(name).map_err(poem_openapi::types::ParseError::custom)
+            }
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
 }
 
 impl BodyLimit for CreateSchedule {
@@ -88,14 +177,15 @@ pub struct Schedule {
     pub kind: JobKind,
     pub missed: MissedTicks,
     pub paused: bool,
-    /// The next tick.
-    pub next_run_at: DateTime<Utc>,
+    /// The next tick; absent when the expression never ticks again.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_run_at: Option<DateTime<Utc>>,
     /// The last tick a job was enqueued for.
     #[oai(skip_serializing_if_is_none)]
     pub last_run_at: Option<DateTime<Utc>>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
-    pub job: JobRequest,
+    pub job: ScheduledJob,
 }
 
 /// Every schedule the key may see.
@@ -132,7 +222,7 @@ impl TryFrom<ScheduleRow> for Schedule {
             } else {
                 MissedTicks::RunOnce
             },
-            job: serde_json::from_value(row.job).map_err(|_| corrupt("job"))?,
+            job: stored_job(row.job).map_err(|_| corrupt("job"))?,
             name: row.name,
             tenant: row.tenant,
             cron: row.cron,
@@ -146,10 +236,19 @@ impl TryFrom<ScheduleRow> for Schedule {
     }
 }
 
+/// A schedule's stored job (written by `create_schedule`; nulls of older rows are dropped).
+fn stored_job(mut job: serde_json::Value) -> Result<ScheduledJob, serde_json::Error> {
+    if let Some(fields) = job.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
+    serde_json::from_value(job)
+}
+
 /// The job a schedule enqueues at a tick, checked exactly as the API checks a request.
 pub fn job_of(schedule: &ScheduleRow, config: &ApiConfig) -> Result<EnqueueRequest, String> {
-    let request: JobRequest =
-        serde_json::from_value(schedule.job.clone()).map_err(|e| e.to_string())?;
+    let request: JobRequest = stored_job(schedule.job.clone())
+        .map_err(|e| e.to_string())?
+        .into();
     let parsed = request
         .parse(config.hash_max_input_bytes)
         .map_err(|e| format!("{e:?}"))?;
@@ -189,10 +288,10 @@ impl SchedulesApi {
     ) -> Result<Json<Schedule>, ApiError> {
         let who = auth.require(Role::Ops)?;
         let schedule = self.visible(who, id).await?;
-        let next = Cadence::parse(&schedule.cron, &schedule.timezone)
-            .ok()
-            .and_then(|c| c.next_after(Utc::now()))
-            .unwrap_or(schedule.next_run_at);
+        let next = match Cadence::parse(&schedule.cron, &schedule.timezone) {
+            Ok(c) => c.next_after(Utc::now()),
+            Err(_) => schedule.next_run_at,
+        };
         let row = store::schedules::set_paused(&self.pool, id, paused, next)
             .await?
             .ok_or_else(|| ApiError::not_found("schedule", "id"))?;
@@ -217,7 +316,7 @@ impl SchedulesApi {
         if !valid_name(&req.name) {
             return Err(ApiError::validation("name", "1-100 letters, digits or -_."));
         }
-        let timezone = req.timezone.unwrap_or_else(|| "UTC".to_owned());
+        let timezone = req.timezone.map_or_else(|| "UTC".to_owned(), String::from);
         let cadence = Cadence::parse(&req.cron, &timezone)?;
         let tenant = req.tenant.unwrap_or_else(|| who.tenant.clone());
         if !crate::auth::valid_label(&tenant) {
@@ -227,25 +326,17 @@ impl SchedulesApi {
             ));
         }
         let job_json = serde_json::to_value(&req.job).map_err(|e| ApiError::internal(&e))?;
-        let parsed = req
-            .job
+        let request: JobRequest = req.job.into();
+        let parsed = request
             .parse(self.config.hash_max_input_bytes)
             .map_err(|e| crate::api::requests::at_field("job", e))?;
-        if parsed.options.run_at.is_some() || parsed.options.delay_ms.is_some() {
-            return Err(ApiError::validation(
-                "job.run_at",
-                "a schedule's job runs at its ticks: no run_at or delay_ms",
-            ));
-        }
         JobOptions::parse(
             &parsed.options,
             self.config.default_max_attempts,
             Utc::now(),
         )
         .map_err(|e| ApiError::validation(&format!("job.{}", e.field), e.message))?;
-        let next = cadence
-            .next_after(Utc::now())
-            .ok_or_else(|| ApiError::validation("cron", "the expression never ticks again"))?;
+        let next = cadence.next_after(Utc::now());
         let row = store::schedules::insert(
             &self.pool,
             &NewSchedule {

@@ -2,9 +2,10 @@
 //! Nothing here knows about HTTP, SQL or apalis.
 
 mod backoff;
+pub mod cron;
 mod job;
 mod options;
 
 pub use backoff::Backoff;
 pub use job::{EventType, FieldError, JobKind, JobStatus};
-pub use options::{JobOptions, MAX_ATTEMPTS_LIMIT, RawOptions, valid_tag};
+pub use options::{JobOptions, LAST_TIME, MAX_ATTEMPTS_LIMIT, RawOptions, valid_tag};

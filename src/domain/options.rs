@@ -13,6 +13,11 @@ pub const MAX_DELAY_MS: u64 = 366 * 24 * 3600 * 1000;
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=24 * 3600 * 1000;
 pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 64;
+/// The last instant RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+pub const LAST_TIME: DateTime<Utc> = match DateTime::from_timestamp_millis(253_402_300_799_999) {
+    Some(t) => t,
+    None => DateTime::<Utc>::MAX_UTC,
+};
 
 /// Options as a request states them (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,27 +55,22 @@ impl JobOptions {
                 format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
             ));
         }
-        let latest = now + chrono::Duration::milliseconds(MAX_DELAY_MS as i64);
-        let run_at = match (raw.run_at, raw.delay_ms) {
-            (Some(_), Some(_)) => {
-                return Err(FieldError::new(
-                    "run_at",
-                    "give either run_at or delay_ms, not both",
-                ));
-            }
-            (Some(at), None) if at > latest => {
-                return Err(FieldError::new("run_at", "must be at most a year ahead"));
-            }
-            (Some(at), None) => Some(at).filter(|at| *at > now),
-            (None, Some(ms)) if ms > MAX_DELAY_MS => {
-                return Err(FieldError::new(
-                    "delay_ms",
-                    format!("must be between 0 and {MAX_DELAY_MS}"),
-                ));
-            }
-            (None, Some(0)) | (None, None) => None,
-            (None, Some(ms)) => Some(now + chrono::Duration::milliseconds(ms as i64)),
-        };
+        if raw.delay_ms.is_some_and(|ms| ms > MAX_DELAY_MS) {
+            return Err(FieldError::new(
+                "delay_ms",
+                format!("must be between 0 and {MAX_DELAY_MS}"),
+            ));
+        }
+        // `delay_ms` counts from `run_at` when both are given, else from now. RFC 3339 (and so
+        // the API) ends at year 9999: a later time is that last second.
+        let base = raw.run_at.unwrap_or(now);
+        let due = base
+            .checked_add_signed(chrono::Duration::milliseconds(
+                raw.delay_ms.unwrap_or(0) as i64
+            ))
+            .unwrap_or(LAST_TIME)
+            .min(LAST_TIME);
+        let run_at = Some(due).filter(|at| *at > now);
         let priority = raw.priority.unwrap_or(0);
         if !PRIORITY_RANGE.contains(&priority) {
             return Err(FieldError::new("priority", "must be between -100 and 100"));
@@ -178,13 +178,27 @@ mod tests {
             }),
             "delay_ms"
         );
+        let both = parse(RawOptions {
+            delay_ms: Some(1000),
+            run_at: Some("2026-01-01T00:00:05Z".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(
-            err(RawOptions {
-                delay_ms: Some(1),
-                run_at: Some("2026-01-01T00:00:00Z".parse().unwrap()),
-                ..Default::default()
-            }),
-            "run_at"
+            both.run_at.unwrap().to_rfc3339(),
+            "2026-01-01T00:00:06+00:00",
+            "the delay counts from run_at"
+        );
+        let far = parse(RawOptions {
+            delay_ms: Some(MAX_DELAY_MS),
+            run_at: Some("9999-12-31T00:00:00Z".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            far.run_at,
+            Some(LAST_TIME),
+            "capped at the end of year 9999"
         );
         assert_eq!(
             err(RawOptions {

@@ -10,8 +10,6 @@ use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 use crate::domain::FieldError;
 use crate::jobs::{JobContext, JobError, stop_requested};
 
-/// Largest `data` (after base64 decoding) a request may carry.
-pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 pub const MAX_REPEAT: u64 = 1_000_000_000;
 /// How many bytes are hashed between two checks for a cancel or a shutdown.
 const CHUNK_BYTES: u64 = 64 * 1024 * 1024;
@@ -48,45 +46,66 @@ pub struct HashResult {
     pub bytes_hashed: u64,
 }
 
+/// A hash job's input as a request gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashInput {
+    /// Text, hashed as its UTF-8 bytes.
+    Text(String),
+    /// Standard base64 (padded), for binary input.
+    Base64(String),
+}
+
+/// The longest text input, in characters.
+pub const MAX_TEXT_CHARS: usize = 1024 * 1024;
+/// The longest base64 input, in characters (a little over 1 MiB decoded).
+pub const MAX_BASE64_CHARS: usize = MAX_TEXT_CHARS.div_ceil(3) * 4;
+/// Standard padded base64, any trailing bits: every string this pattern admits decodes.
+pub const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
+
+/// Decodes what `BASE64_PATTERN` admits, lenient only about the unused bits of the last symbol.
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+);
+
 impl HashJob {
-    /// Builds a job from a request: exactly one of `data` (text, hashed as its UTF-8 bytes) and
-    /// `data_base64`; `repeat` defaults to 1; the total input must not exceed `max_total_bytes`.
+    /// Builds a job from a request (`field` names the input for errors): at most
+    /// `MAX_TEXT_CHARS` of text or `MAX_BASE64_CHARS` of base64; `repeat` defaults to 1. The
+    /// server's limit on the total (see `check_total`) is a separate matter.
     pub fn parse(
-        data: Option<String>,
-        data_base64: Option<String>,
+        input: HashInput,
+        field: &str,
         repeat: Option<u64>,
         algorithm: Option<HashAlgorithm>,
-        max_total_bytes: u64,
     ) -> Result<Self, FieldError> {
-        let (field, data) = match (data, data_base64) {
-            (Some(text), None) => ("data", text.into_bytes()),
-            (None, Some(encoded)) => {
-                // Decoding is the one place the size must be checked before the work:
-                // base64 is 4/3 of the bytes, so an oversized input is refused unread.
-                if encoded.len() > MAX_DATA_BYTES.div_ceil(3) * 4 {
-                    return Err(too_big("data_base64"));
+        let data = match input {
+            HashInput::Text(text) => {
+                if text.chars().count() > MAX_TEXT_CHARS {
+                    return Err(FieldError::new(
+                        field,
+                        format!(
+                            "must be at most {MAX_TEXT_CHARS} characters (use repeat for larger inputs)"
+                        ),
+                    ));
                 }
-                let bytes = BASE64.decode(encoded.as_bytes()).map_err(|e| {
-                    FieldError::new("data_base64", format!("is not valid base64: {e}"))
-                })?;
-                ("data_base64", bytes)
+                text.into_bytes()
             }
-            (Some(_), Some(_)) => {
-                return Err(FieldError::new(
-                    "data",
-                    "give either data or data_base64, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(FieldError::new(
-                    "data",
-                    "one of data or data_base64 is required",
-                ));
+            HashInput::Base64(encoded) => {
+                let field = format!("{field}.base64");
+                // Checked before decoding: an oversized input is refused unread.
+                if encoded.len() > MAX_BASE64_CHARS {
+                    return Err(FieldError::new(
+                        field,
+                        format!("must be at most {MAX_BASE64_CHARS} characters"),
+                    ));
+                }
+                LENIENT_BASE64.decode(encoded.as_bytes()).map_err(|e| {
+                    FieldError::new(field, format!("is not valid padded base64: {e}"))
+                })?
             }
         };
-        if data.len() > MAX_DATA_BYTES {
-            return Err(too_big(field));
-        }
         let repeat = repeat.unwrap_or(1);
         if !(1..=MAX_REPEAT).contains(&repeat) {
             return Err(FieldError::new(
@@ -94,20 +113,25 @@ impl HashJob {
                 format!("must be between 1 and {MAX_REPEAT}"),
             ));
         }
-        let total = (data.len() as u64).saturating_mul(repeat);
-        if total > max_total_bytes {
-            return Err(FieldError::new(
-                "repeat",
-                format!(
-                    "the input would be {total} bytes (data length x repeat); the limit is {max_total_bytes}"
-                ),
-            ));
-        }
         Ok(Self {
             algorithm: algorithm.unwrap_or_default(),
             data,
             repeat,
         })
+    }
+
+    /// The server's limit on the bytes one job hashes (data length x repeat).
+    pub fn check_total(&self, max_total_bytes: u64) -> Result<(), FieldError> {
+        let total = self.total_bytes();
+        if total > max_total_bytes {
+            return Err(FieldError::new(
+                "repeat",
+                format!(
+                    "the input would be {total} bytes (data length x repeat); this server's limit is {max_total_bytes}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -173,13 +197,6 @@ impl HashJob {
     }
 }
 
-fn too_big(field: &str) -> FieldError {
-    FieldError::new(
-        field,
-        format!("must be at most {MAX_DATA_BYTES} bytes (use repeat for larger inputs)"),
-    )
-}
-
 /// Hash input is stored as base64 inside the job's JSON payload.
 mod base64_bytes {
     use super::BASE64;
@@ -204,11 +221,18 @@ mod tests {
         job.digest(&|| Ok(())).unwrap().digest_hex
     }
 
+    fn text(data: &str) -> HashInput {
+        HashInput::Text(data.to_owned())
+    }
+
+    fn b64(data: &str) -> HashInput {
+        HashInput::Base64(data.to_owned())
+    }
+
     #[test]
     fn repeated_input_hashes_like_the_concatenation() {
         for (data, repeat) in [("data1", 1_000u64), ("x", 70_000), ("abc", 1)] {
-            let job =
-                HashJob::parse(Some(data.into()), None, Some(repeat), None, u64::MAX).unwrap();
+            let job = HashJob::parse(text(data), "data", Some(repeat), None).unwrap();
             let expected = hex::encode(Sha256::digest(data.repeat(repeat as usize)));
             assert_eq!(digest_of(&job), expected, "{data} x {repeat}");
         }
@@ -216,7 +240,7 @@ mod tests {
 
     #[test]
     fn every_algorithm_matches_the_reference() {
-        let job = |a| HashJob::parse(Some("abc".into()), None, None, Some(a), 100).unwrap();
+        let job = |a| HashJob::parse(text("abc"), "data", None, Some(a)).unwrap();
         assert_eq!(
             digest_of(&job(HashAlgorithm::Sha224)),
             hex::encode(Sha224::digest(b"abc"))
@@ -233,31 +257,42 @@ mod tests {
 
     #[test]
     fn base64_input_is_decoded_and_errors_name_the_field() {
-        let job = HashJob::parse(None, Some("AAEC".into()), None, None, 100).unwrap();
+        let job = HashJob::parse(b64("AAEC"), "data", None, None).unwrap();
         assert_eq!(job.data, vec![0, 1, 2]);
-        let err = HashJob::parse(None, Some("***".into()), None, None, 100).unwrap_err();
-        assert_eq!(err.field, "data_base64");
-        let err =
-            HashJob::parse(Some("a".into()), Some("AA==".into()), None, None, 100).unwrap_err();
-        assert_eq!(err.field, "data");
-        let err = HashJob::parse(None, None, None, None, 100).unwrap_err();
-        assert_eq!(err.field, "data");
-        let err = HashJob::parse(Some("ab".into()), None, Some(0), None, 100).unwrap_err();
-        assert_eq!(err.field, "repeat");
-        let err = HashJob::parse(Some("ab".into()), None, Some(51), None, 100).unwrap_err();
-        assert_eq!(err.field, "repeat");
-        let big = "a".repeat(MAX_DATA_BYTES + 1);
+        // Unused trailing bits are tolerated, as the spec's pattern admits them.
         assert_eq!(
-            HashJob::parse(Some(big), None, None, None, u64::MAX)
+            HashJob::parse(b64("YR=="), "data", None, None)
+                .unwrap()
+                .data,
+            b"a"
+        );
+        let err = HashJob::parse(b64("***"), "data", None, None).unwrap_err();
+        assert_eq!(err.field, "data.base64");
+        let err = HashJob::parse(b64("YQ"), "data", None, None).unwrap_err();
+        assert_eq!(err.field, "data.base64", "unpadded");
+        let err = HashJob::parse(text("ab"), "data", Some(0), None).unwrap_err();
+        assert_eq!(err.field, "repeat");
+        let big = "é".repeat(MAX_TEXT_CHARS + 1);
+        assert_eq!(
+            HashJob::parse(HashInput::Text(big), "data", None, None)
                 .unwrap_err()
                 .field,
             "data"
         );
+        let fits = "é".repeat(MAX_TEXT_CHARS);
+        assert!(HashJob::parse(HashInput::Text(fits), "data", None, None).is_ok());
+    }
+
+    #[test]
+    fn the_total_limit_is_checked_apart() {
+        let job = HashJob::parse(text("ab"), "data", Some(51), None).unwrap();
+        assert_eq!(job.check_total(100).unwrap_err().field, "repeat");
+        assert!(job.check_total(102).is_ok());
     }
 
     #[test]
     fn payload_round_trips_through_json() {
-        let job = HashJob::parse(None, Some("AAEC".into()), Some(3), None, 100).unwrap();
+        let job = HashJob::parse(b64("AAEC"), "data", Some(3), None).unwrap();
         let back: HashJob = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
         assert_eq!(back, job);
     }
@@ -270,11 +305,10 @@ mod stop_tests {
     #[test]
     fn a_stop_request_ends_a_large_digest_between_chunks() {
         let job = HashJob::parse(
-            Some("x".repeat(1024 * 1024)),
-            None,
+            HashInput::Text("x".repeat(1024 * 1024)),
+            "data",
             Some(100),
             None,
-            u64::MAX,
         )
         .unwrap();
         assert_eq!(job.digest(&|| Err(JobError::Lost)), Err(JobError::Lost));

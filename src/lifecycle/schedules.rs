@@ -19,52 +19,46 @@ pub const GRACE: Duration = Duration::from_secs(2);
 /// When a schedule ticks: a cron expression in a time zone.
 #[derive(Debug, Clone)]
 pub struct Cadence {
-    schedule: cron::Schedule,
+    /// One, or two whose ticks together are the expression's (see `domain::cron`).
+    schedules: Vec<cron::Schedule>,
     tz: Tz,
 }
 
 impl Cadence {
-    /// `expr` has 5 fields (minute hour day month weekday) or 6 (seconds first); `timezone`
+    /// `expr` is checked by `domain::cron` (5 fields, or 6 with seconds first); `timezone`
     /// is an IANA name such as `Europe/Berlin`.
     pub fn parse(expr: &str, timezone: &str) -> Result<Self, FieldError> {
-        let fields = expr.split_whitespace().count();
-        let full = match fields {
-            5 => format!("0 {expr}"),
-            6 | 7 => expr.to_owned(),
-            _ => {
-                return Err(FieldError::new(
-                    "cron",
-                    "expected 5 fields (min hour day month weekday) or 6 (with seconds first)",
-                ));
-            }
-        };
-        let schedule = cron::Schedule::from_str(&full)
+        let parsed = crate::domain::cron::parse(expr)?;
+        let schedules = parsed
+            .expressions
+            .iter()
+            .map(|e| cron::Schedule::from_str(e))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| FieldError::new("cron", format!("invalid cron expression: {e}")))?;
         let tz = Tz::from_str(timezone)
             .map_err(|_| FieldError::new("timezone", "unknown time zone (use an IANA name)"))?;
-        let cadence = Self { schedule, tz };
-        if cadence.next_after(Utc::now()).is_none() {
-            return Err(FieldError::new("cron", "the expression never ticks again"));
-        }
-        Ok(cadence)
+        Ok(Self { schedules, tz })
     }
 
-    /// The first tick strictly after `t`.
+    /// The first tick strictly after `t`; `None` if it never ticks again (e.g. February 30).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule
-            .after(&t.with_timezone(&self.tz))
-            .next()
+        let local = t.with_timezone(&self.tz);
+        self.schedules
+            .iter()
+            .filter_map(|s| s.after(&local).next())
+            .min()
             .map(|next| next.with_timezone(&Utc))
     }
 }
 
-/// What to do with the due ticks of a schedule at `now`: the ticks to enqueue and the next one.
+/// What to do with the due ticks of a schedule at `now`: the ticks to enqueue and the next one
+/// (`None`: it never ticks again).
 pub fn plan(
     cadence: &Cadence,
     next_run_at: DateTime<Utc>,
     run_missed_once: bool,
     now: DateTime<Utc>,
-) -> (Vec<DateTime<Utc>>, DateTime<Utc>) {
+) -> (Vec<DateTime<Utc>>, Option<DateTime<Utc>>) {
     let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
     let mut on_time = Vec::new();
     let mut latest_missed = None;
@@ -88,9 +82,7 @@ pub fn plan(
         run.extend(latest_missed);
     }
     run.extend(on_time);
-    let next = tick
-        .or_else(|| cadence.next_after(now))
-        .unwrap_or(now + chrono::Duration::days(3650));
+    let next = tick.or_else(|| cadence.next_after(now));
     (run, next)
 }
 
@@ -111,7 +103,10 @@ pub async fn run_due(pool: &PgPool, make_job: JobFactory<'_>) -> Result<usize, S
             store::schedules::set_paused(&mut *tx, s.id, true, s.next_run_at).await?;
             continue;
         };
-        let (ticks, next) = plan(&cadence, s.next_run_at, s.missed == "run_once", now);
+        let Some(next_run_at) = s.next_run_at else {
+            continue;
+        };
+        let (ticks, next) = plan(&cadence, next_run_at, s.missed == "run_once", now);
         for tick in &ticks {
             let mut req = match make_job(&s) {
                 Ok(req) => req,
@@ -163,6 +158,19 @@ mod tests {
             Some(at("2026-07-01T07:00:00Z"))
         );
         assert_eq!(Cadence::parse("* * *", "UTC").unwrap_err().field, "cron");
+        let weekdays = Cadence::parse("0 9 * * 1-5", "UTC").unwrap();
+        assert_eq!(
+            weekdays.next_after(at("2026-11-27T10:00:00Z")),
+            Some(at("2026-11-30T09:00:00Z")),
+            "Friday 10:00 -> Monday 9:00"
+        );
+        let friday_or_13th = Cadence::parse("0 0 13 * 5", "UTC").unwrap();
+        assert_eq!(
+            friday_or_13th.next_after(at("2026-11-27T10:00:00Z")),
+            Some(at("2026-12-04T00:00:00Z"))
+        );
+        let never = Cadence::parse("0 0 30 2 *", "UTC").unwrap();
+        assert_eq!(never.next_after(at("2026-01-01T00:00:00Z")), None);
         assert_eq!(
             Cadence::parse("0 9 * * *", "Mars/Base").unwrap_err().field,
             "timezone"
@@ -182,11 +190,11 @@ mod tests {
             "one job for the missed ticks"
         );
         assert_eq!(run[1..], on_time);
-        assert_eq!(next, at("2026-01-01T00:00:22Z"));
+        assert_eq!(next, Some(at("2026-01-01T00:00:22Z")));
         let (run, _) = plan(&c, at("2026-01-01T00:00:10Z"), false, now);
         assert_eq!(run, on_time);
         let (run, next) = plan(&c, at("2026-01-01T00:00:22Z"), true, now);
         assert!(run.is_empty());
-        assert_eq!(next, at("2026-01-01T00:00:22Z"));
+        assert_eq!(next, Some(at("2026-01-01T00:00:22Z")));
     }
 }

@@ -16,7 +16,8 @@ pub struct ScheduleRow {
     pub job: Value,
     pub missed: String,
     pub paused: bool,
-    pub next_run_at: DateTime<Utc>,
+    /// `None`: the expression never ticks again.
+    pub next_run_at: Option<DateTime<Utc>>,
     pub last_run_at: Option<DateTime<Utc>>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -31,7 +32,7 @@ pub struct NewSchedule<'a> {
     pub kind: &'a str,
     pub job: &'a Value,
     pub missed: &'a str,
-    pub next_run_at: DateTime<Utc>,
+    pub next_run_at: Option<DateTime<Utc>>,
     pub created_by: &'a str,
 }
 
@@ -90,7 +91,7 @@ pub async fn set_paused(
     ex: impl PgExecutor<'_>,
     id: Uuid,
     paused: bool,
-    next_run_at: DateTime<Utc>,
+    next_run_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Option<ScheduleRow>> {
     sqlx::query_as!(
         ScheduleRow,
@@ -136,7 +137,7 @@ pub async fn claim_due(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<
 pub async fn advance(
     conn: &mut PgConnection,
     id: Uuid,
-    next_run_at: DateTime<Utc>,
+    next_run_at: Option<DateTime<Utc>>,
     last_run_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query!(

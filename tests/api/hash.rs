@@ -41,7 +41,7 @@ async fn base64_input_with_sha512_hashes_the_decoded_bytes(_: PgPoolOptions, db:
     let job = app
         .enqueue(
             "/v1/jobs/hash",
-            json!({"data_base64": encoded, "repeat": 3, "algorithm": "sha512"}),
+            json!({"data": {"base64": encoded}, "repeat": 3, "algorithm": "sha512"}),
         )
         .await;
     let done = app

@@ -415,7 +415,9 @@ async fn pause_stops_pickup_in_every_process_until_resumed(_: PgPoolOptions, db:
         .send()
         .await
         .unwrap();
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST, "not a kind");
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["field"], "kind");
     drop((one, three));
 }
 
@@ -546,4 +548,67 @@ async fn a_schedule_makes_one_job_per_tick_across_processes_and_restarts(
     .await
     .unwrap();
     assert_eq!(origin["origin"]["schedule_id"], schedule_id.as_str());
+}
+
+#[sqlx::test(migrations = false)]
+async fn schedules_are_checked_as_the_spec_states_them(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, &["--role", "api"]).await;
+    let create = |body: Value| {
+        let app = &app;
+        async move {
+            let resp = app.post("/v1/schedules", &body).await;
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let job = json!({"kind": "hash", "data": "x"});
+    for (case, body, field) in [
+        (
+            "a job with run_at",
+            json!({"name": "a", "cron": "0 9 * * *", "job": {"kind": "hash", "data": "x", "run_at": "2030-01-01T00:00:00Z"}}),
+            "job.run_at",
+        ),
+        (
+            "an unknown time zone",
+            json!({"name": "b", "cron": "0 9 * * *", "timezone": "Mars/Base", "job": job}),
+            "timezone",
+        ),
+        (
+            "a minute out of range",
+            json!({"name": "c", "cron": "60 9 * * *", "job": job}),
+            "cron",
+        ),
+        (
+            "a name with a space",
+            json!({"name": "d e", "cron": "0 9 * * *", "job": job}),
+            "name",
+        ),
+    ] {
+        let (status, body) = create(body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{case}: {body}");
+        assert_eq!(body["field"], field, "{case}: {body}");
+    }
+
+    // Weekdays are 0-6 from Sunday (7 is Sunday too): 1-5 is Monday to Friday.
+    let (status, weekdays) = create(json!({
+        "name": "weekdays", "cron": "30 9 * * 1-5", "timezone": "Europe/Berlin", "job": job
+    }))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{weekdays}");
+    let next = time(&weekdays["next_run_at"]).with_timezone(&chrono_tz::Europe::Berlin);
+    assert!(
+        chrono::Datelike::weekday(&next).number_from_monday() <= 5,
+        "{next}"
+    );
+    assert_eq!(next.format("%H:%M").to_string(), "09:30");
+    assert_eq!(
+        weekdays["job"],
+        json!({"kind": "hash", "data": "x"}),
+        "stored as given"
+    );
+
+    // February 30 never comes: accepted, with no next run.
+    let (status, never) = create(json!({"name": "never", "cron": "0 0 30 2 *", "job": job})).await;
+    assert_eq!(status, StatusCode::CREATED, "{never}");
+    assert!(never.get("next_run_at").is_none(), "{never}");
 }

@@ -113,6 +113,7 @@ fn rules() -> BTreeMap<&'static str, Option<Role>> {
         ("pause_queue", Some(Role::Ops)),
         ("resume_queue", Some(Role::Ops)),
         ("set_queue_rate_limit", Some(Role::Ops)),
+        ("remove_queue_rate_limit", Some(Role::Ops)),
         ("create_schedule", Some(Role::Ops)),
         ("list_schedules", Some(Role::Ops)),
         ("pause_schedule", Some(Role::Ops)),
@@ -178,7 +179,7 @@ async fn every_endpoint_enforces_its_role(_: PgPoolOptions, db: PgConnectOptions
             "retry_jobs" => Some(json!({"dry_run": true})),
             "create_key" => Some(json!({"name": "made-by-test", "role": "client"})),
             "enqueue_batch" => Some(json!({"jobs": [{"kind": "hash", "data": "x"}]})),
-            "set_queue_rate_limit" => Some(json!({"per_second": null})),
+            "set_queue_rate_limit" => Some(json!({"per_second": 1000})),
             "create_schedule" => Some(
                 json!({"name": format!("s{}", uuid::Uuid::now_v7().simple()), "cron": "0 0 1 1 *", "job": {"kind": "hash", "data": "x"}}),
             ),

@@ -45,9 +45,23 @@ async fn invalid_bodies_of_each_kind_are_refused_naming_the_field(
         (
             "email: empty subject",
             email,
-            json!({"to": "a@b.co", "subject": " ", "body": "b"}),
+            json!({"to": "a@b.co", "subject": "", "body": "b"}),
             422,
             Some("subject"),
+        ),
+        (
+            "email: address with a space",
+            email,
+            json!({"to": " a@b.co", "subject": "s", "body": "b"}),
+            422,
+            Some("to"),
+        ),
+        (
+            "email: unknown field",
+            email,
+            json!({"to": "a@b.co", "subject": "s", "body": "b", "max_attempt": 3}),
+            422,
+            Some("max_attempt"),
         ),
         (
             "email: subject with newline",
@@ -148,18 +162,32 @@ async fn invalid_bodies_of_each_kind_are_refused_naming_the_field(
             Some("data"),
         ),
         (
-            "hash: both inputs",
+            "hash: data of neither form",
             hash,
-            json!({"data": "a", "data_base64": "YQ=="}),
+            json!({"data": {"base64": "YQ==", "text": "a"}}),
             422,
             Some("data"),
         ),
         (
             "hash: bad base64",
             hash,
-            json!({"data_base64": "***"}),
+            json!({"data": {"base64": "***"}}),
             422,
-            Some("data_base64"),
+            Some("data.base64"),
+        ),
+        (
+            "hash: unpadded base64",
+            hash,
+            json!({"data": {"base64": "YQ"}}),
+            422,
+            Some("data.base64"),
+        ),
+        (
+            "hash: null for an optional field",
+            hash,
+            json!({"data": "a", "repeat": null}),
+            422,
+            Some("repeat"),
         ),
         (
             "hash: repeat 0",
@@ -169,10 +197,10 @@ async fn invalid_bodies_of_each_kind_are_refused_naming_the_field(
             Some("repeat"),
         ),
         (
-            "hash: over the input limit",
+            "hash: over this server's input limit",
             hash,
             json!({"data": "data1", "repeat": 1_000_000}),
-            422,
+            413,
             Some("repeat"),
         ),
         (
@@ -230,7 +258,7 @@ async fn malformed_requests_get_clear_4xx_answers(_: PgPoolOptions, db: PgConnec
         .await
         .unwrap();
     assert_error(resp, 415, Some("Content-Type"), "wrong content type").await;
-    let big = format!("{{\"data\": \"{}\"}}", "a".repeat(3 * 1024 * 1024));
+    let big = format!("{{\"data\": \"{}\"}}", "a".repeat(9 * 1024 * 1024));
     let resp = raw("/v1/jobs/hash", "application/json", big.into_bytes())
         .await
         .unwrap();
@@ -253,6 +281,30 @@ async fn malformed_requests_get_clear_4xx_answers(_: PgPoolOptions, db: PgConnec
         .await
         .unwrap();
     assert_error(resp, 400, Some("Idempotency-Key"), "bad idempotency key").await;
+
+    // A method the route does not have: 405 naming the ones it has.
+    let job = uuid::Uuid::now_v7();
+    for (method, path, allow) in [
+        ("PATCH", format!("/v1/jobs/{job}"), "GET, HEAD"),
+        ("GET", "/v1/jobs/email".to_owned(), "POST"),
+        ("TRACE", "/healthz".to_owned(), "GET, HEAD"),
+    ] {
+        let resp = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(&path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_error(resp, 405, None, &format!("{method} {path}")).await;
+    }
 
     let unknown = uuid::Uuid::now_v7();
     let cases: Vec<(String, u16, Option<&str>)> = vec![
