@@ -144,11 +144,17 @@ pub struct WorkerConfig {
     /// Long-running jobs one worker process runs at once.
     #[arg(long, env = "JOBQ_LONG_RUNNING_CONCURRENCY", default_value_t = 64)]
     pub long_running_concurrency: usize,
-    /// Hash jobs one worker process runs at once (CPU-bound; 0 means one per CPU).
-    #[arg(long, env = "JOBQ_HASH_CONCURRENCY", default_value_t = 0)]
+    /// Hash jobs one worker process holds at once. Their digests run on at most
+    /// --hash-threads threads; the other attempts wait for a thread (tiny jobs spend most of
+    /// their time recording their start and outcome, not hashing).
+    #[arg(long, env = "JOBQ_HASH_CONCURRENCY", default_value_t = 128)]
     pub hash_concurrency: usize,
-    /// Queue entries fetched per round trip.
-    #[arg(long, env = "JOBQ_FETCH_BATCH_SIZE", default_value_t = 20,
+    /// Digests computed at once (CPU-bound; 0 means one per CPU).
+    #[arg(long, env = "JOBQ_HASH_THREADS", default_value_t = 0)]
+    pub hash_threads: usize,
+    /// Queue entries fetched per round trip (never more than the kind's free slots); their
+    /// attempts start in the fetching transaction.
+    #[arg(long, env = "JOBQ_FETCH_BATCH_SIZE", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fetch_batch_size: u32,
     /// Backstop poll of the queue; new jobs are normally picked up at once through NOTIFY,
@@ -181,8 +187,12 @@ impl WorkerConfig {
     }
 
     pub fn hash_concurrency(&self) -> usize {
-        if self.hash_concurrency > 0 {
-            self.hash_concurrency
+        self.hash_concurrency.max(1)
+    }
+
+    pub fn hash_threads(&self) -> usize {
+        if self.hash_threads > 0 {
+            self.hash_threads
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         }

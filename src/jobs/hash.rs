@@ -13,6 +13,9 @@ use crate::jobs::{JobContext, JobError, stop_requested};
 pub const MAX_REPEAT: u64 = 1_000_000_000;
 /// How many bytes are hashed between two checks for a cancel or a shutdown.
 const CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+/// Inputs up to this many bytes (data length x repeat) are hashed on the calling task: tens of
+/// microseconds at most, less than a round trip through the blocking pool.
+pub const INLINE_MAX_BYTES: u64 = 16 * 1024;
 
 /// The SHA-2 function to apply.
 #[derive(
@@ -138,8 +141,15 @@ impl HashJob {
         (self.data.len() as u64).saturating_mul(self.repeat)
     }
 
-    /// Computes the digest on the blocking pool, checking between chunks whether to stop.
-    /// (Takes what it needs from `ctx` up front: the future does not borrow it.)
+    /// True when the digest is computed on the calling task: an input of at most
+    /// [`INLINE_MAX_BYTES`] takes microseconds, less than handing it to another thread.
+    pub fn runs_inline(&self) -> bool {
+        self.total_bytes() <= INLINE_MAX_BYTES
+    }
+
+    /// Computes the digest on the blocking pool, checking between chunks whether to stop; a
+    /// tiny input (see [`Self::runs_inline`]) directly. (Takes what it needs from `ctx` up
+    /// front: the future does not borrow it.)
     pub fn run(
         &self,
         ctx: &JobContext,
@@ -148,6 +158,9 @@ impl HashJob {
         let (cancel, shutdown) = (ctx.cancel.clone(), ctx.shutdown.clone());
         let span = tracing::Span::current();
         async move {
+            if job.runs_inline() {
+                return job.digest(&|| stop_requested(&cancel, &shutdown));
+            }
             tokio::task::spawn_blocking(move || {
                 span.in_scope(|| job.digest(&|| stop_requested(&cancel, &shutdown)))
             })
@@ -177,7 +190,7 @@ impl HashJob {
         if self.data.is_empty() {
             return Ok(hex::encode(hasher.finalize()));
         }
-        let per_block = (64 * 1024 / self.data.len()).max(1) as u64;
+        let per_block = ((64 * 1024 / self.data.len()).max(1) as u64).min(self.repeat);
         let block = self.data.repeat(per_block as usize);
         let mut remaining = self.repeat;
         let mut since_check = 0u64;

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use ulid::Ulid;
 
 use crate::domain::{Backoff, EventType, JobKind};
@@ -30,15 +30,93 @@ pub async fn finish(
     backoff: &Backoff,
     progress_done: u32,
 ) -> Result<Finished, StoreError> {
+    let mut tx = pool.begin().await?;
+    let finished = finish_in(&mut tx, job, outcome, backoff, progress_done).await?;
+    store::queue::delete(&mut tx, std::slice::from_ref(&job.task_id)).await?;
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// The outcome of one attempt, for [`finish_many`].
+pub struct Outcome<'a> {
+    /// The row as the attempt started.
+    pub job: &'a JobRow,
+    pub outcome: &'a Result<Value, JobError>,
+    /// The latest progress the attempt reached.
+    pub progress_done: u32,
+}
+
+/// Records many outcomes in one transaction (one commit for the lot): successes with one
+/// statement for the rows and one for their events, the rarer outcomes one by one. The queue
+/// entries of all of them are deleted in the same transaction.
+pub async fn finish_many(
+    pool: &PgPool,
+    outcomes: &[Outcome<'_>],
+    backoff: &Backoff,
+) -> Result<Vec<Finished>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut finished: Vec<Option<Finished>> = Vec::with_capacity(outcomes.len());
+    let (mut ids, mut task_ids, mut results) = (Vec::new(), Vec::new(), Vec::new());
+    for o in outcomes {
+        match o.outcome {
+            Ok(result) => {
+                ids.push(o.job.id);
+                task_ids.push(o.job.task_id.clone());
+                results.push(result.clone());
+                finished.push(None);
+            }
+            Err(_) => {
+                let f = finish_in(&mut tx, o.job, o.outcome, backoff, o.progress_done).await?;
+                finished.push(Some(f));
+            }
+        }
+    }
+    if !ids.is_empty() {
+        let rows = store::jobs::succeed_many(&mut tx, &ids, &task_ids, &results).await?;
+        if !rows.is_empty() {
+            let data: Vec<Value> = rows
+                .iter()
+                .map(|r| json!({ "attempt": r.attempt, "result": r.result }))
+                .collect();
+            store::events::insert_many(&mut tx, &rows, EventType::Succeeded, &data).await?;
+        }
+        let succeeded: std::collections::HashSet<&str> =
+            rows.iter().map(|r| r.task_id.as_str()).collect();
+        for (f, o) in finished.iter_mut().zip(outcomes) {
+            if f.is_none() {
+                *f = Some(if succeeded.contains(o.job.task_id.as_str()) {
+                    Finished::Succeeded
+                } else {
+                    Finished::NotOwner
+                });
+            }
+        }
+    }
+    let entries: Vec<String> = outcomes.iter().map(|o| o.job.task_id.clone()).collect();
+    store::queue::delete(&mut tx, &entries).await?;
+    tx.commit().await?;
+    Ok(finished
+        .into_iter()
+        .map(|f| f.unwrap_or(Finished::NotOwner))
+        .collect())
+}
+
+/// Records `outcome` inside `tx` (status row, next queue entry, event); the caller commits.
+async fn finish_in(
+    tx: &mut PgConnection,
+    job: &JobRow,
+    outcome: &Result<Value, JobError>,
+    backoff: &Backoff,
+    progress_done: u32,
+) -> Result<Finished, StoreError> {
     let kind = JobKind::parse(&job.kind).ok_or_else(|| {
         StoreError::Db(sqlx::Error::Decode(
             format!("unknown job kind {:?}", job.kind).into(),
         ))
     })?;
-    let mut tx = pool.begin().await?;
     let (row, event, data, finished) = match outcome {
         Ok(result) => {
-            let row = store::jobs::succeed(&mut tx, job.id, &job.task_id, result).await?;
+            let row = store::jobs::succeed(&mut *tx, job.id, &job.task_id, result).await?;
             let data = json!({ "attempt": job.attempt, "result": result });
             (row, EventType::Succeeded, data, Finished::Succeeded)
         }
@@ -48,7 +126,7 @@ pub async fn finish(
             let at = Utc::now() + delay;
             let next = Ulid::generate();
             let row = store::jobs::retry_later(
-                &mut tx,
+                &mut *tx,
                 job.id,
                 &job.task_id,
                 &next.to_string(),
@@ -63,7 +141,7 @@ pub async fn finish(
                     run_at: Some(at),
                     priority: job.priority,
                 };
-                store::queue::push(&mut tx, kind, &[entry]).await?;
+                store::queue::push(&mut *tx, kind, &[entry]).await?;
             }
             let data = json!({
                 "attempt": job.attempt,
@@ -74,14 +152,14 @@ pub async fn finish(
             (row, EventType::Retrying, data, Finished::Retrying)
         }
         Err(JobError::Retryable(error) | JobError::Permanent(error)) => {
-            let row = store::jobs::fail(&mut tx, job.id, &job.task_id, error).await?;
+            let row = store::jobs::fail(&mut *tx, job.id, &job.task_id, error).await?;
             let data = json!({ "attempt": job.attempt, "error": error });
             (row, EventType::Failed, data, Finished::Failed)
         }
         Err(JobError::Interrupted) => {
             let next = Ulid::generate();
             let done = i32::try_from(progress_done).unwrap_or(i32::MAX);
-            let row = store::jobs::release(&mut tx, job.id, &job.task_id, &next.to_string(), done)
+            let row = store::jobs::release(&mut *tx, job.id, &job.task_id, &next.to_string(), done)
                 .await?;
             if row.is_some() {
                 let entry = Entry {
@@ -90,7 +168,7 @@ pub async fn finish(
                     run_at: None,
                     priority: job.priority,
                 };
-                store::queue::push(&mut tx, kind, &[entry]).await?;
+                store::queue::push(&mut *tx, kind, &[entry]).await?;
             }
             let data =
                 json!({ "attempt": job.attempt, "reason": "worker shutdown", "resume_from": done });
@@ -101,7 +179,6 @@ pub async fn finish(
     let Some(row) = row else {
         return Ok(Finished::NotOwner);
     };
-    store::events::insert(&mut tx, &row, event, &data).await?;
-    tx.commit().await?;
+    store::events::insert(&mut *tx, &row, event, &data).await?;
     Ok(finished)
 }

@@ -10,10 +10,10 @@ pub mod schedules;
 mod start;
 
 pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue, enqueue_many};
-pub use finish::{Finished, finish};
+pub use finish::{Finished, Outcome, finish, finish_many};
 pub use ops::{BulkRetry, OpsError, bulk_retry, cancel, retry};
 pub use progress::DurableProgress;
-pub use start::{Start, start};
+pub use start::{Start, start, start_many, unstart_many};
 
 /// A failure to read or write the job tables or the queue.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,8 @@
 //! A worker takes an attempt: `queued`/`retrying` -> `running`, or a rescue of an attempt whose
 //! worker died (`running` with the same task id).
 
-use serde_json::json;
-use sqlx::PgPool;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{EventType, JobStatus};
@@ -12,7 +12,7 @@ use crate::store::{self, JobRow};
 #[derive(Debug)]
 pub enum Start {
     /// Run this attempt; the row is `running` with the new attempt number.
-    Run(Box<JobRow>),
+    Run(std::sync::Arc<JobRow>),
     /// Nothing to run (cancelled, already finished, superseded, or out of attempts after a rescue).
     Skip(&'static str),
 }
@@ -60,5 +60,58 @@ pub async fn start(
     });
     store::events::insert(&mut tx, &running, EventType::Started, &data).await?;
     tx.commit().await?;
-    Ok(Start::Run(Box::new(running)))
+    Ok(Start::Run(std::sync::Arc::new(running)))
+}
+
+/// Starts fetched attempts in the fetch's own transaction (one statement for the rows, one for
+/// their `started` events). Returns the rows started; an attempt not among them (a rescue, a
+/// cancelled or superseded job) goes through [`start`] when its handler runs.
+pub async fn start_many(
+    conn: &mut PgConnection,
+    attempts: &[(Uuid, String)],
+    worker: &str,
+) -> Result<Vec<JobRow>, StoreError> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = attempts.iter().map(|(id, _)| *id).collect();
+    let task_ids: Vec<String> = attempts.iter().map(|(_, t)| t.clone()).collect();
+    let rows = store::jobs::start_many(conn, &ids, &task_ids, worker).await?;
+    if !rows.is_empty() {
+        let data: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "attempt": r.attempt,
+                    "max_attempts": r.max_attempts,
+                    "worker": worker,
+                    "resumed_from": r.progress_done,
+                    "rescued": false,
+                })
+            })
+            .collect();
+        store::events::insert_many(conn, &rows, EventType::Started, &data).await?;
+    }
+    Ok(rows)
+}
+
+/// Gives back attempts started by [`start_many`] that never reached a handler (the worker
+/// stopped first): the jobs are `queued` again and the attempt does not count.
+pub async fn unstart_many(
+    conn: &mut PgConnection,
+    task_ids: &[String],
+    worker: &str,
+) -> Result<(), StoreError> {
+    if task_ids.is_empty() {
+        return Ok(());
+    }
+    let rows = store::jobs::unstart_many(conn, task_ids, worker).await?;
+    if !rows.is_empty() {
+        let data: Vec<Value> = rows
+            .iter()
+            .map(|r| json!({ "attempt": r.attempt + 1, "reason": "worker stopped before the attempt began" }))
+            .collect();
+        store::events::insert_many(conn, &rows, EventType::Queued, &data).await?;
+    }
+    Ok(())
 }

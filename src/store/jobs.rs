@@ -480,6 +480,98 @@ pub async fn mark_running(conn: &mut PgConnection, id: Uuid, worker: &str) -> sq
     .await
 }
 
+/// Starts the attempts `task_ids[i]` of `ids[i]` in one statement, for those that wait for
+/// exactly that attempt (`scheduled`, `queued` or `retrying`); the others (cancelled, superseded,
+/// or `running` after a lost worker) are left alone and not returned.
+pub async fn start_many(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    task_ids: &[String],
+    worker: &str,
+) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        r#"
+        UPDATE jobq.jobs j
+        SET status = 'running', attempt = j.attempt + 1, worker = $3,
+            started_at = COALESCE(j.started_at, now()), attempt_started_at = now(),
+            next_attempt_at = NULL, updated_at = now()
+        FROM unnest($1::uuid[], $2::text[]) AS t(id, task_id)
+        WHERE j.id = t.id AND j.task_id = t.task_id
+          AND j.status IN ('scheduled', 'queued', 'retrying')
+        RETURNING j.id AS "id!", j.kind AS "kind!", j.status AS "status!",
+                  j.payload AS "payload!", j.progress_done AS "progress_done!",
+                  j.progress_total AS "progress_total!", j.attempt AS "attempt!",
+                  j.max_attempts AS "max_attempts!", j.result, j.last_error,
+                  j.task_id AS "task_id!", j.worker, j.owner AS "owner!", j.idempotency_key,
+                  j.request_hash, j.created_at AS "created_at!", j.updated_at AS "updated_at!",
+                  j.started_at, j.finished_at, j.next_attempt_at, j.attempt_started_at,
+                  j.run_at, j.priority AS "priority!", j.timeout_ms, j.tags AS "tags!"
+        "#,
+        ids,
+        task_ids,
+        worker
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Undoes [`start_many`] for attempts that were fetched but never handed to a handler (the
+/// worker stopped first): back to `queued` with the attempt not counted.
+pub async fn unstart_many(
+    conn: &mut PgConnection,
+    task_ids: &[String],
+    worker: &str,
+) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        r#"
+        UPDATE jobq.jobs
+        SET status = 'queued', attempt = attempt - 1, worker = NULL,
+            attempt_started_at = NULL, updated_at = now()
+        WHERE task_id = ANY($1) AND status = 'running' AND worker = $2
+        RETURNING *
+        "#,
+        task_ids,
+        worker
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// `running` -> `succeeded` for many attempts at once (`results[i]` of attempt `task_ids[i]` of
+/// job `ids[i]`), fenced like [`succeed`]; returns the rows that changed.
+pub async fn succeed_many(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    task_ids: &[String],
+    results: &[Value],
+) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        r#"
+        UPDATE jobq.jobs j
+        SET status = 'succeeded', result = t.result, progress_done = j.progress_total,
+            finished_at = now(), updated_at = now()
+        FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS t(id, task_id, result)
+        WHERE j.id = t.id AND j.task_id = t.task_id AND j.status = 'running'
+        RETURNING j.id AS "id!", j.kind AS "kind!", j.status AS "status!",
+                  j.payload AS "payload!", j.progress_done AS "progress_done!",
+                  j.progress_total AS "progress_total!", j.attempt AS "attempt!",
+                  j.max_attempts AS "max_attempts!", j.result, j.last_error,
+                  j.task_id AS "task_id!", j.worker, j.owner AS "owner!", j.idempotency_key,
+                  j.request_hash, j.created_at AS "created_at!", j.updated_at AS "updated_at!",
+                  j.started_at, j.finished_at, j.next_attempt_at, j.attempt_started_at,
+                  j.run_at, j.priority AS "priority!", j.timeout_ms, j.tags AS "tags!"
+        "#,
+        ids,
+        task_ids,
+        results
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// Records durable progress of the running attempt `task_id`; false if it no longer owns the job.
 pub async fn set_progress(
     conn: &mut PgConnection,

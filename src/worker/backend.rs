@@ -1,5 +1,5 @@
 //! jobq's apalis backend: apalis-postgres' queue tables and SQL (`apalis_postgres::queries`),
-//! driven by apalis-core's `Persisted` state machine, with two things apalis-postgres' own
+//! driven by apalis-core's `Persisted` state machine, with what apalis-postgres' own
 //! `PostgresStorage` does not do:
 //!
 //! - **No lost wake-ups.** An empty fetch waits for the next NOTIFY of its queue (or the backstop
@@ -10,6 +10,11 @@
 //!   between fetches; a timer that fires during a fetch is consumed, and a worker that then parks
 //!   after an empty fetch was never woken again. While parked, this backend keeps two wake-ups
 //!   registered: the queue's notifications and a tick at half the heartbeat interval.
+//! - **Group commits.** A fetch locks up to a batch of due entries (our own statement: the same
+//!   selection as apalis' `get_jobs`, planned for the query at hand) and starts their attempts in
+//!   the same transaction (status rows `running`, `started` events); outcomes are recorded in
+//!   batches by the finisher (`batch.rs`), which deletes the entries with them, so apalis'
+//!   acknowledgement of those is skipped. Never more is fetched than the kind has free slots.
 //! - **Postgres outages do not kill the worker.** Fetches and heartbeats that cannot reach the
 //!   database wait and try again instead of ending the worker's stream (apalis-postgres marks the
 //!   backend dead, the worker stops and its running jobs are dropped).
@@ -32,8 +37,10 @@ use tokio::sync::watch;
 use ulid::Ulid;
 
 use crate::domain::JobKind;
+use crate::lifecycle;
 use crate::store;
 use crate::store::queue::AttemptArgs;
+use crate::worker::batch::Started;
 use crate::worker::controls::QueueControls;
 
 type Entry = Task<Vec<u8>>;
@@ -47,12 +54,17 @@ fn unavailable(e: &Error) -> bool {
 
 #[derive(Clone)]
 pub struct QueuePersistence {
-    pool: PgPool,
-    config: Config,
-    kind: JobKind,
-    controls: QueueControls,
-    wake: watch::Receiver<u64>,
-    poll_interval: Duration,
+    pub pool: PgPool,
+    pub config: Config,
+    pub kind: JobKind,
+    pub controls: QueueControls,
+    /// Changes whenever an entry may have become available, or the queue's controls changed.
+    pub wake: watch::Receiver<u64>,
+    pub poll_interval: Duration,
+    /// Attempts started at fetch time, and how many this process holds.
+    pub started: Started,
+    /// Attempts of this kind the worker runs at once.
+    pub concurrency: usize,
 }
 
 /// What one look at the queue found.
@@ -74,7 +86,13 @@ impl QueuePersistence {
             });
         }
         let mut conn = self.pool.acquire().await?;
-        let batch = self.config.batch_size as i32;
+        // Never fetch more than there are free slots: a fetched entry is started at once, and one
+        // waiting here for a slot would be `running` without running, out of reach of idle workers.
+        let free = self
+            .concurrency
+            .saturating_sub(self.started.held(self.kind))
+            .max(1);
+        let batch = self.config.batch_size.min(free) as i32;
         let allowed = if control.rate_limited {
             match store::queues::take_tokens(&mut conn, self.kind.as_str(), batch).await? {
                 Some(t) if t.taken == 0 => {
@@ -90,10 +108,27 @@ impl QueuePersistence {
         } else {
             batch
         };
-        let config = self.config.clone().batch_size(allowed.max(1) as usize);
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let tasks = queries::fetch_next(&mut *tx, &config, worker).await?;
+        let queue = self.config.queue.as_ref();
+        let fetched = store::queue::fetch(&mut tx, queue, worker.name(), allowed.max(1)).await?;
+        let tasks = fetched
+            .into_iter()
+            .map(|f| entry_task(f, queue, worker.name()))
+            .collect::<Result<Vec<_>, Error>>()?;
+        // Start the attempts in the same transaction: one commit for the batch.
+        let attempts: Vec<(uuid::Uuid, String)> = tasks
+            .iter()
+            .filter_map(|t| {
+                let args: AttemptArgs = serde_json::from_slice(&t.args).ok()?;
+                Some((args.job_id, t.task_id()?.to_string()))
+            })
+            .collect();
+        let started = lifecycle::start_many(&mut tx, &attempts, worker.name())
+            .await
+            .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
         tx.commit().await?;
+        self.started.hold(self.kind, tasks.len());
+        self.started.insert(started);
         if control.rate_limited && (tasks.len() as i32) < allowed {
             store::queues::refund_tokens(
                 &mut conn,
@@ -119,12 +154,15 @@ impl QueuePersistence {
     }
 
     async fn ack(&self, events: &[TaskEvent<Value>], worker: &WorkerContext) -> Result<(), Error> {
+        // Attempts whose outcome the finisher recorded had their entry deleted with it: nothing
+        // to acknowledge (and no round trip, which would hold up the next task's dispatch).
         let acks: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
                 TaskEvent::Complete(result) => Some(result),
                 _ => None,
             })
+            .filter(|r| !self.started.take_finalized(&r.task_id().to_string()))
             .collect();
         let acked: HashSet<String> = acks.iter().map(|r| r.task_id().to_string()).collect();
         let locks: Vec<String> = events
@@ -158,6 +196,26 @@ impl QueuePersistence {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// An entry fetched by [`store::queue::fetch`] as the task apalis' worker expects (what
+/// apalis-postgres builds from a row of `apalis.get_jobs`).
+fn entry_task(f: store::queue::Fetched, queue: &str, worker: &str) -> Result<Entry, Error> {
+    let id = Ulid::from_string(&f.task_id).map_err(|e| {
+        Error::TaskIdError(apalis_core::task::task_id::TaskIdError::Decode(
+            e.to_string(),
+        ))
+    })?;
+    Ok(apalis_core::task::builder::TaskBuilder::new(f.job)
+        .task_id(apalis_core::task::task_id::TaskId::from_ulid(id))
+        .queue(queue.to_owned().into())
+        .status(apalis_core::task::status::Status::Running)
+        .attempt(usize::try_from(f.attempts).unwrap_or(0))
+        .max_attempts(usize::try_from(f.max_attempts).unwrap_or(25))
+        .run_at_timestamp(u64::try_from(f.run_at.timestamp()).unwrap_or(0))
+        .lock_by(Some(worker.to_owned()))
+        .priority(usize::try_from(f.priority).unwrap_or(0))
+        .build())
 }
 
 impl Persistence for QueuePersistence {
@@ -233,7 +291,14 @@ impl Persistence for QueuePersistence {
         let mut tx = self.pool.begin().await?;
         let queue = self.config.queue.as_ref();
         let count = queries::reenqueue_abandoned(&mut *tx, queue, worker.name(), &ids).await?;
+        lifecycle::unstart_many(&mut tx, &ids, worker.name())
+            .await
+            .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
         tx.commit().await?;
+        for id in &ids {
+            self.started.take(id);
+        }
+        self.started.release(self.kind, ids.len());
         Ok(count)
     }
 
@@ -264,43 +329,29 @@ impl Persistence for QueuePersistence {
     }
 }
 
-type Wakeup = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+type Wakeup = Pin<Box<dyn Future<Output = Option<watch::Receiver<u64>>> + Send + Sync>>;
 
 /// The backend of one jobq worker (one queue).
 pub struct QueueBackend {
     persistence: Persisted<QueuePersistence>,
     codec: JsonCodec,
-    /// Wake-ups while parked (see the module doc).
-    notified: watch::Receiver<u64>,
+    /// Wake-ups while parked (see the module doc); `None` once the notifier is gone.
+    notified: Option<watch::Receiver<u64>>,
     next_notification: Option<Wakeup>,
     tick: tokio::time::Interval,
 }
 
 impl QueueBackend {
-    /// The backend of `kind`'s queue (`config.queue`); `wake` changes whenever an entry may
-    /// have become available there, or its controls changed.
-    pub fn new(
-        pool: PgPool,
-        config: Config,
-        kind: JobKind,
-        controls: QueueControls,
-        wake: watch::Receiver<u64>,
-        poll_interval: Duration,
-    ) -> Self {
-        let mut tick = tokio::time::interval(config.heartbeat_interval / 2);
+    /// The backend of `queue.kind`'s queue (`queue.config.queue`); `queue.wake` changes
+    /// whenever an entry may have become available there, or its controls changed.
+    pub fn new(queue: QueuePersistence) -> Self {
+        let mut tick = tokio::time::interval(queue.config.heartbeat_interval / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
-            notified: wake.clone(),
+            notified: Some(queue.wake.clone()),
             next_notification: None,
             tick,
-            persistence: Persisted::new(QueuePersistence {
-                pool,
-                config,
-                kind,
-                controls,
-                wake,
-                poll_interval,
-            }),
+            persistence: Persisted::new(queue),
             codec: JsonCodec::default(),
         }
     }
@@ -308,16 +359,18 @@ impl QueueBackend {
     /// Makes sure a parked worker is polled again: on the queue's next notification, and at
     /// the latest after half a heartbeat interval.
     fn keep_awake(&mut self, cx: &mut Context<'_>) {
-        let notified = &self.notified;
-        let next = self.next_notification.get_or_insert_with(|| {
-            let mut rx = notified.clone();
-            Box::pin(async move {
-                let _ = rx.changed().await;
-            })
-        });
-        if next.as_mut().poll(cx).is_ready() {
-            self.next_notification = None;
-            cx.waker().wake_by_ref();
+        if let Some(notified) = &self.notified {
+            let next = self.next_notification.get_or_insert_with(|| {
+                let mut rx = notified.clone();
+                Box::pin(async move { rx.changed().await.ok().map(|()| rx) })
+            });
+            if let Poll::Ready(seen) = next.as_mut().poll(cx) {
+                // Carry on from the notification just seen: a fresh clone of an older receiver
+                // would report it again at once, and the worker would spin.
+                self.notified = seen;
+                self.next_notification = None;
+                cx.waker().wake_by_ref();
+            }
         }
         while self.tick.poll_tick(cx).is_ready() {}
     }

@@ -24,6 +24,7 @@ use crate::jobs::{JobContext, JobError};
 use crate::lifecycle::{self, DurableProgress, Finished, Start, StoreError};
 use crate::metrics;
 use crate::store::JobRow;
+use crate::worker::batch::{Finisher, Started};
 use crate::worker::running::RunningJobs;
 
 /// How long a worker keeps trying to record a start or an outcome while Postgres is unreachable
@@ -39,6 +40,12 @@ pub struct Executor {
     pub shutdown: CancellationToken,
     /// Attempts running here, for operators' cancels.
     pub running: RunningJobs,
+    /// Attempts the backends started at fetch time.
+    pub started: Started,
+    /// Records outcomes in group commits.
+    pub finisher: Finisher,
+    /// Digests computed at once (the CPU-bound part of hash jobs).
+    pub hash_threads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Executor {
@@ -48,8 +55,12 @@ impl Executor {
         task_id: &str,
         worker: &str,
     ) -> Result<(), StoreError> {
-        let started =
-            with_store_retry(|| lifecycle::start(&self.pool, job_id, task_id, worker)).await?;
+        let started = match self.started.take(task_id) {
+            Some(job) => Start::Run(job),
+            None => {
+                with_store_retry(|| lifecycle::start(&self.pool, job_id, task_id, worker)).await?
+            }
+        };
         let job = match started {
             Start::Run(job) => job,
             Start::Skip(reason) => {
@@ -99,10 +110,8 @@ impl Executor {
                 .unwrap_or_else(|panic| Err(JobError::Retryable(panic_message(&panic))));
             drop(registration);
             let done = latest.load(Ordering::Relaxed);
-            let finished = with_store_retry(|| {
-                lifecycle::finish(&self.pool, &job, &outcome, &self.backoff, done)
-            })
-            .await?;
+            let finished =
+                with_store_retry(|| self.finisher.finish(&job, &outcome, done)).await?;
             let run = clock.elapsed();
             let label = match finished {
                 Finished::Succeeded => "succeeded",
@@ -163,6 +172,12 @@ impl Executor {
             }
             JobKind::Hash => {
                 let hash: HashJob = payload(job)?;
+                let _thread = if hash.runs_inline() {
+                    None
+                } else {
+                    let permit = self.hash_threads.acquire().await;
+                    Some(permit.map_err(|_| JobError::Interrupted)?)
+                };
                 to_json(hash.run(&ctx).await?)
             }
         }

@@ -2,6 +2,7 @@
 //! restarts a worker whose backend failed (e.g. Postgres restarted) and stops them all on shutdown.
 
 mod backend;
+mod batch;
 mod controls;
 mod executor;
 mod running;
@@ -22,7 +23,8 @@ use crate::domain::JobKind;
 use crate::jobs::email::Mailer;
 use crate::store::queue::AttemptArgs;
 
-use backend::QueueBackend;
+use backend::{QueueBackend, QueuePersistence};
+use batch::{Finisher, Started};
 use controls::QueueControls;
 pub use executor::Executor;
 use running::RunningJobs;
@@ -44,6 +46,7 @@ pub async fn run(
         controls.clone(),
         shutdown.clone(),
     );
+    let started = Started::default();
     let executor = Arc::new(Executor {
         pool: pool.clone(),
         mailer,
@@ -51,6 +54,9 @@ pub async fn run(
         progress_interval: config.worker.progress_interval,
         shutdown: shutdown.clone(),
         running,
+        started: started.clone(),
+        finisher: Finisher::start(pool.clone(), config.worker.backoff(), started.clone()),
+        hash_threads: Arc::new(tokio::sync::Semaphore::new(config.worker.hash_threads())),
     });
     let instance = instance_name();
     tracing::info!(%instance, "workers starting");
@@ -64,16 +70,17 @@ pub async fn run(
             JobKind::Hash => w.hash_concurrency(),
         }
         .max(1);
-        let (pool, notifier, executor, instance, controls) = (
+        let (pool, notifier, executor, instance, controls, started) = (
             pool.clone(),
             notifier.clone(),
             executor.clone(),
             instance.clone(),
             controls.clone(),
+            started.clone(),
         );
         monitor = monitor.register(move |restarts| {
-            // Never fetch more than can run: entries fetched but waiting for a slot are locked
-            // to this worker and cannot be taken by an idle one elsewhere.
+            // Never fetch more than can run (the backend also counts the free slots): entries
+            // fetched are started at once.
             let batch = (w.fetch_batch_size as usize).min(concurrency);
             let queue = apalis_postgres::Config::default()
                 .queue(kind.queue())
@@ -85,14 +92,16 @@ pub async fn run(
                 .lock_tasks(false);
             let delay = restart_delay(restarts);
             let wake = notifier.subscribe(kind.queue());
-            let backend = QueueBackend::new(
-                pool.clone(),
-                queue,
+            let backend = QueueBackend::new(QueuePersistence {
+                pool: pool.clone(),
+                config: queue,
                 kind,
-                controls.clone(),
+                controls: controls.clone(),
                 wake,
-                w.poll_interval,
-            )
+                poll_interval: w.poll_interval,
+                started: started.clone(),
+                concurrency,
+            })
             .before_start(move |_| async move {
                 tokio::time::sleep(delay).await;
                 Ok(())
@@ -103,6 +112,7 @@ pub async fn run(
                 .backend(backend)
                 .concurrency(concurrency)
                 .data(executor.clone())
+                .data(kind)
                 .build(handle_attempt)
         });
     }
@@ -128,11 +138,13 @@ async fn handle_attempt(
     task_id: TaskId,
     worker: WorkerContext,
     executor: Data<Arc<Executor>>,
+    kind: Data<JobKind>,
 ) -> Result<(), BoxDynError> {
-    executor
+    let outcome = executor
         .run_attempt(args.job_id, &task_id.to_string(), worker.name())
-        .await
-        .map_err(Into::into)
+        .await;
+    executor.started.release(*kind, 1);
+    outcome.map_err(Into::into)
 }
 
 /// Unique per process, so worker names never collide across processes or restarts.

@@ -1,0 +1,362 @@
+//! Scenario 1, enqueue over HTTP: single-job requests at concurrency 1 and 16, batch requests
+//! of 1000 jobs. Jobs/s accepted (a 202 means committed: durable) and request latency.
+//! jobq runs with `--role api` (no workers competing) and, for the matched rows,
+//! `--enqueue-rate-limit 0` (apalis has no per-client limit); one row keeps jobq's default
+//! limit. Baseline: apalis `push` with 1 and 16 producers, `push_all` of 1000 tasks.
+//! Each run gets a fresh database; the rows written are counted afterwards.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context as _, anyhow, bail};
+use apalis::prelude::{TaskBuilder, TaskSink as _};
+use serde_json::json;
+
+use crate::Ctx;
+use crate::baseline::{ApalisDb, HashArgs, QUEUE};
+use crate::jobq::bytes_body::Body;
+use crate::jobq::{Api, Jobq, JobqDb};
+use crate::report::{Row, Target, Unit};
+use crate::stats::Summary;
+
+/// One enqueue run: jobs accepted, wall time, latency of each request (ms).
+struct Measured {
+    jobs: usize,
+    seconds: f64,
+    latencies: Vec<f64>,
+    rejected: usize,
+}
+
+impl Measured {
+    fn rate(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.jobs as f64 / self.seconds)
+    }
+
+    fn summary(&self) -> Option<Summary> {
+        Summary::of(&self.latencies)
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        json!({
+            "jobs": self.jobs,
+            "seconds": self.seconds,
+            "jobs_per_sec": self.rate(),
+            "latency_ms": self.summary(),
+            "rejected_429": self.rejected,
+        })
+    }
+}
+
+const NO_LIMIT: [&str; 2] = ["--enqueue-rate-limit", "0"];
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let plan = &ctx.plan;
+
+    let j1 = jobq_single(ctx, "single-c1", 1, plan.enqueue_single_c1, &NO_LIMIT).await?;
+    let a1 = apalis_push(ctx, "push-1", 1, plan.enqueue_single_c1).await?;
+    latency_rows(
+        ctx,
+        "enqueue single c=1",
+        &j1,
+        &a1,
+        "apalis push, 1 producer",
+        None,
+    );
+
+    let j16 = jobq_single(ctx, "single-c16", 16, plan.enqueue_single_c16, &NO_LIMIT).await?;
+    let a16 = apalis_push(ctx, "push-16", 16, plan.enqueue_single_c16).await?;
+    latency_rows(
+        ctx,
+        "enqueue single c=16",
+        &j16,
+        &a16,
+        "apalis push, 16 producers",
+        Some(Target::RatioAtLeast { ratio: 1.0 }),
+    );
+
+    let jd = jobq_single(ctx, "single-c16-defaults", 16, plan.enqueue_single_c16, &[]).await?;
+    ctx.row(
+        Row::new("enqueue single c=16, jobq defaults", Unit::JobsPerSec)
+            .jobq(jd.rate())
+            .baseline(a16.rate())
+            .target(Target::RatioAtLeast { ratio: 1.0 })
+            .note(format!(
+                "default --enqueue-rate-limit (one key): {} of {} requests got 429",
+                jd.rejected,
+                jd.rejected + jd.jobs
+            )),
+    );
+
+    let jb = jobq_batch(ctx, plan.enqueue_batches).await?;
+    let ab = apalis_push_all(ctx, plan.enqueue_batches).await?;
+    latency_rows(
+        ctx,
+        "enqueue batch of 1000",
+        &jb,
+        &ab,
+        "apalis push_all of 1000; latency per request",
+        Some(Target::RatioAtLeast { ratio: 0.8 }),
+    );
+    Ok(())
+}
+
+fn latency_rows(
+    ctx: &Ctx,
+    name: &str,
+    jobq: &Measured,
+    apalis: &Measured,
+    baseline: &str,
+    target: Option<Target>,
+) {
+    let mut row = Row::new(name, Unit::JobsPerSec)
+        .jobq(jobq.rate())
+        .baseline(apalis.rate())
+        .note(baseline);
+    if let Some(t) = target {
+        row = row.target(t);
+    }
+    ctx.row(row);
+    let (j, a) = (jobq.summary(), apalis.summary());
+    ctx.row(
+        Row::new(format!("{name}: latency p50"), Unit::Ms)
+            .jobq(j.map(|s| s.p50))
+            .baseline(a.map(|s| s.p50)),
+    );
+    ctx.row(
+        Row::new(format!("{name}: latency p99"), Unit::Ms)
+            .jobq(j.map(|s| s.p99))
+            .baseline(a.map(|s| s.p99)),
+    );
+    ctx.detail(&format!("{name} jobq"), jobq.detail());
+    ctx.detail(&format!("{name} apalis"), apalis.detail());
+}
+
+/// A fresh jobq database and an API-only jobq on it.
+async fn api_only(ctx: &Ctx, label: &str, flags: &[&str]) -> anyhow::Result<(JobqDb, Jobq, Api)> {
+    let db = JobqDb::create(&ctx.pg, label).await?;
+    let mut all = vec!["--role", "api"];
+    all.extend_from_slice(flags);
+    let jobq = Jobq::start(&db, label, &all).await?;
+    let api = Api::new(&jobq, &db.token)?;
+    Ok((db, jobq, api))
+}
+
+async fn count_jobq_rows(ctx: &Ctx, db: &JobqDb) -> anyhow::Result<i64> {
+    let pool = db.pool(&ctx.pg).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobq.jobs")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok(n)
+}
+
+async fn finish_jobq(
+    ctx: &Ctx,
+    db: JobqDb,
+    jobq: Jobq,
+    expected_rows: usize,
+) -> anyhow::Result<()> {
+    let rows = count_jobq_rows(ctx, &db).await?;
+    jobq.stop().await?;
+    ctx.pg.drop_db(&db.name).await?;
+    if rows as usize != expected_rows {
+        bail!("jobq accepted {expected_rows} jobs but its table holds {rows}");
+    }
+    Ok(())
+}
+
+/// `n` accepted single enqueues (connections opened, key cached); a 429 is waited out.
+async fn warm_up(api: &Api, n: usize) -> anyhow::Result<()> {
+    let body = Body::json(&json!({"data": "x"}))?;
+    let (mut accepted, mut attempts) = (0, 0);
+    while accepted < n {
+        attempts += 1;
+        if attempts > 20 * n {
+            bail!("warm-up: only {accepted} of {n} enqueues accepted in {attempts} attempts");
+        }
+        match api.post_raw("/v1/jobs/hash", body.clone()).await? {
+            (202, _) => accepted += 1,
+            (429, _) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            (status, answer) => bail!("warm-up enqueue answered {status}: {answer}"),
+        }
+    }
+    Ok(())
+}
+
+/// `concurrency` clients sending `POST /v1/jobs/hash` until `n` requests were made. Only 202s
+/// count as accepted; 429s (rate limit) are counted apart; anything else is an error.
+async fn jobq_single(
+    ctx: &Ctx,
+    label: &str,
+    concurrency: usize,
+    n: usize,
+    flags: &[&str],
+) -> anyhow::Result<Measured> {
+    let (db, jobq, api) = api_only(ctx, label, flags).await?;
+    let body = Body::json(&json!({"data": "x"}))?;
+    warm_up(&api, ctx.plan.enqueue_warmup).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (api, body, next) = (api.clone(), body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut accepted, mut rejected) = (0usize, 0usize);
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let t = Instant::now();
+                let (status, answer) = api.post_raw("/v1/jobs/hash", body.clone()).await?;
+                match status {
+                    202 => {
+                        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                        accepted += 1;
+                    }
+                    429 => rejected += 1,
+                    _ => return Err(anyhow!("enqueue answered {status}: {answer}")),
+                }
+            }
+            Ok::<_, anyhow::Error>((latencies, accepted, rejected))
+        }));
+    }
+    let mut m = Measured {
+        jobs: 0,
+        seconds: 0.0,
+        latencies: Vec::new(),
+        rejected: 0,
+    };
+    for task in tasks {
+        let (latencies, accepted, rejected) = task.await.context("client task")??;
+        m.latencies.extend(latencies);
+        m.jobs += accepted;
+        m.rejected += rejected;
+    }
+    m.seconds = start.elapsed().as_secs_f64();
+    finish_jobq(ctx, db, jobq, ctx.plan.enqueue_warmup + m.jobs).await?;
+    Ok(m)
+}
+
+/// Sequential `POST /v1/jobs/batch` of 1000 hash jobs each.
+async fn jobq_batch(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
+    let (db, jobq, api) = api_only(ctx, "batch", &NO_LIMIT).await?;
+    let jobs = vec![json!({"kind": "hash", "data": "x"}); 1000];
+    let body = Body::json(&json!({ "jobs": jobs }))?;
+    warm_up(&api, ctx.plan.enqueue_warmup).await?;
+    let mut latencies = Vec::with_capacity(batches);
+    let start = Instant::now();
+    for _ in 0..batches {
+        let t = Instant::now();
+        let (status, answer) = api.post_raw("/v1/jobs/batch", body.clone()).await?;
+        if status != 202 {
+            let text = answer.to_string();
+            bail!(
+                "batch enqueue answered {status}: {}",
+                &text[..text.len().min(300)]
+            );
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    finish_jobq(ctx, db, jobq, ctx.plan.enqueue_warmup + batches * 1000).await?;
+    Ok(Measured {
+        jobs: batches * 1000,
+        seconds,
+        latencies,
+        rejected: 0,
+    })
+}
+
+async fn count_apalis_rows(db: &ApalisDb) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&db.pool)
+        .await?)
+}
+
+/// `producers` tasks calling apalis' `push` (one INSERT transaction each) until `n`.
+async fn apalis_push(
+    ctx: &Ctx,
+    label: &str,
+    producers: usize,
+    n: usize,
+) -> anyhow::Result<Measured> {
+    let db = ApalisDb::create(&ctx.pg, label).await?;
+    let mut warm = db.storage::<HashArgs>(QUEUE, None);
+    for _ in 0..ctx.plan.enqueue_warmup {
+        warm.push(HashArgs { data: "x".into() })
+            .await
+            .map_err(|e| anyhow!("apalis push: {e}"))?;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..producers {
+        let mut storage = db.storage::<HashArgs>(QUEUE, None);
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let t = Instant::now();
+                storage
+                    .push(HashArgs { data: "x".into() })
+                    .await
+                    .map_err(|e| anyhow!("apalis push: {e}"))?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.extend(task.await.context("producer task")??);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rows = count_apalis_rows(&db).await?;
+    db.drop(&ctx.pg).await?;
+    if rows as usize != ctx.plan.enqueue_warmup + n {
+        bail!("apalis pushed {n} tasks but its table holds {rows}");
+    }
+    Ok(Measured {
+        jobs: n,
+        seconds,
+        latencies,
+        rejected: 0,
+    })
+}
+
+/// Sequential `push_all` of 1000 tasks each.
+async fn apalis_push_all(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
+    let db = ApalisDb::create(&ctx.pg, "push-all").await?;
+    let mut storage = db.storage::<HashArgs>(QUEUE, None);
+    for _ in 0..ctx.plan.enqueue_warmup {
+        storage
+            .push(HashArgs { data: "x".into() })
+            .await
+            .map_err(|e| anyhow!("apalis push: {e}"))?;
+    }
+    let mut latencies = Vec::with_capacity(batches);
+    let start = Instant::now();
+    for _ in 0..batches {
+        let tasks = (0..1000).map(|_| TaskBuilder::new(HashArgs { data: "x".into() }).build());
+        let t = Instant::now();
+        storage
+            .push_all(futures::stream::iter(tasks))
+            .await
+            .map_err(|e| anyhow!("apalis push_all: {e}"))?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rows = count_apalis_rows(&db).await?;
+    db.drop(&ctx.pg).await?;
+    if rows as usize != ctx.plan.enqueue_warmup + batches * 1000 {
+        bail!(
+            "apalis pushed {} tasks but its table holds {rows}",
+            batches * 1000
+        );
+    }
+    Ok(Measured {
+        jobs: batches * 1000,
+        seconds,
+        latencies,
+        rejected: 0,
+    })
+}

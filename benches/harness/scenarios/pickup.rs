@@ -1,0 +1,158 @@
+//! Scenario 3, pickup latency: an idle worker; jobs enqueued one at a time at a steady pace;
+//! enqueue to `running`.
+//!
+//! jobq (defaults, `--role all`): `started_at - created_at` of each status row (`created_at` is
+//! the enqueue transaction's start, so the figure includes its commit). apalis (defaults,
+//! NOTIFY): each task pushed in a transaction of ours whose `now()` is noted, to the moment its
+//! handler starts (taken in the handler).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::time::MissedTickBehavior;
+
+use crate::Ctx;
+use crate::baseline::{self, ApalisDb, Arrivals, QUEUE, SeqArgs};
+use crate::jobq::{self, Api, Jobq, JobqDb};
+use crate::report::{Row, Target, Unit};
+use crate::stats::{Summary, ms_between};
+
+const WARM_UP: usize = 5;
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let jobq = jobq_latencies(ctx).await?;
+    let apalis = apalis_latencies(ctx).await?;
+    let (j, a) = (Summary::of(&jobq), Summary::of(&apalis));
+    ctx.detail("jobq", json!({ "latency_ms": j }));
+    ctx.detail("apalis", json!({ "latency_ms": a }));
+    let note = format!(
+        "{} jobs at {}/s, idle worker; jobq created_at->started_at, apalis push tx->handler",
+        ctx.plan.paced_jobs, ctx.plan.pace_per_sec
+    );
+    ctx.row(
+        Row::new("pickup latency p50", Unit::Ms)
+            .jobq(j.map(|s| s.p50))
+            .baseline(a.map(|s| s.p50))
+            .target(Target::AtMost { value: 5.0 })
+            .note(note),
+    );
+    ctx.row(
+        Row::new("pickup latency p99", Unit::Ms)
+            .jobq(j.map(|s| s.p99))
+            .baseline(a.map(|s| s.p99))
+            .target(Target::AtMost { value: 20.0 }),
+    );
+    ctx.row(
+        Row::new("pickup latency max", Unit::Ms)
+            .jobq(j.map(|s| s.max))
+            .baseline(a.map(|s| s.max)),
+    );
+    Ok(())
+}
+
+fn pacer(per_sec: u32) -> tokio::time::Interval {
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_sec.max(1))));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
+}
+
+async fn jobq_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
+    let db = JobqDb::create(&ctx.pg, "pickup").await?;
+    let result = async {
+        let jobq = Jobq::start(&db, "pickup", &[]).await?;
+        let api = Api::new(&jobq, &db.token)?;
+        let pool = db.pool(&ctx.pg).await?;
+        let warm = jobq::id_marker();
+        for _ in 0..WARM_UP {
+            api.enqueue_hash("x", 1).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if !jobq::wait_finished(&pool, warm, deadline, ctx.plan.poll).await? {
+            bail!("warm-up jobs did not finish within 30 s");
+        }
+        let mut ticker = pacer(ctx.plan.pace_per_sec);
+        let mut ids = Vec::with_capacity(ctx.plan.paced_jobs);
+        for _ in 0..ctx.plan.paced_jobs {
+            ticker.tick().await;
+            ids.push(api.enqueue_hash("x", 1).await?.id);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if !jobq::wait_finished(&pool, warm, deadline, ctx.plan.poll).await? {
+            bail!("paced jobs did not finish within 30 s of the last enqueue");
+        }
+        let latencies = jobq::pickup_ms(&pool, &ids).await?;
+        pool.close().await;
+        jobq.stop().await?;
+        Ok(latencies)
+    }
+    .await;
+    ctx.pg.drop_db(&db.name).await?;
+    result
+}
+
+async fn apalis_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
+    let db = ApalisDb::create(&ctx.pg, "pickup").await?;
+    let result = async {
+        let arrivals = Arrivals::default();
+        let worker = baseline::start_seq_worker(&db, arrivals.clone());
+        let arrived = |seq: u64| {
+            arrivals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&seq)
+                .copied()
+        };
+        // Warm-up tasks (sequence numbers above the measured ones) also prove the worker listens.
+        let warm_base = 1_000_000u64;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..WARM_UP as u64 {
+            db.push_in_tx(QUEUE, &[args(warm_base + i)]).await?;
+            while arrived(warm_base + i).is_none() {
+                if Instant::now() > deadline {
+                    bail!("the apalis worker did not pick up warm-up tasks within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut ticker = pacer(ctx.plan.pace_per_sec);
+        let mut pushed: HashMap<u64, DateTime<Utc>> = HashMap::new();
+        for i in 0..ctx.plan.paced_jobs as u64 {
+            ticker.tick().await;
+            pushed.insert(i, db.push_in_tx(QUEUE, &[args(i)]).await?);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let latencies = loop {
+            let seen: Vec<f64> = pushed
+                .iter()
+                .filter_map(|(seq, at)| arrived(*seq).map(|t| ms_between(*at, t)))
+                .collect();
+            if seen.len() == pushed.len() {
+                break seen;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "apalis ran {} of {} paced tasks within 30 s",
+                    seen.len(),
+                    pushed.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        worker.stop().await.context("stop the apalis worker")?;
+        Ok(latencies)
+    }
+    .await;
+    db.drop(&ctx.pg).await?;
+    result
+}
+
+fn args(seq: u64) -> SeqArgs {
+    SeqArgs {
+        data: "x".to_owned(),
+        seq,
+    }
+}

@@ -1,0 +1,186 @@
+//! Group commits on the worker side: attempts start in the transaction that fetched them, and
+//! outcomes finishing at about the same time are recorded in one transaction. Under load a
+//! worker thus commits twice per batch of jobs instead of three times per job; when idle, a
+//! batch is a single job and nothing waits for company.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{Backoff, JobKind};
+use crate::jobs::JobError;
+use crate::lifecycle::{self, Finished, Outcome, StoreError};
+use crate::store::JobRow;
+
+/// Most outcomes recorded in one transaction.
+const MAX_FINISH_BATCH: usize = 512;
+
+/// Attempts started at fetch time and not yet taken by their handler, and how many attempts of
+/// each kind this process holds (fetched and not finished).
+#[derive(Clone, Default)]
+pub struct Started {
+    rows: Arc<Mutex<HashMap<String, Arc<JobRow>>>>,
+    held: Arc<[AtomicUsize; 3]>,
+    /// Attempts whose outcome is recorded and whose queue entry is already deleted: apalis'
+    /// acknowledgement of them has nothing left to do.
+    finalized: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Started {
+    fn slot(kind: JobKind) -> usize {
+        match kind {
+            JobKind::Email => 0,
+            JobKind::LongRunning => 1,
+            JobKind::Hash => 2,
+        }
+    }
+
+    /// Attempts of `kind` fetched by this process and not finished yet.
+    pub fn held(&self, kind: JobKind) -> usize {
+        self.held[Self::slot(kind)].load(Ordering::Relaxed)
+    }
+
+    /// `n` attempts of `kind` were fetched.
+    pub fn hold(&self, kind: JobKind, n: usize) {
+        self.held[Self::slot(kind)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` attempts of `kind` ended (finished, skipped or given back).
+    pub fn release(&self, kind: JobKind, n: usize) {
+        let _ =
+            self.held[Self::slot(kind)].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(n))
+            });
+    }
+
+    pub fn insert(&self, rows: Vec<JobRow>) {
+        if let Ok(mut map) = self.rows.lock() {
+            for row in rows {
+                map.insert(row.task_id.clone(), Arc::new(row));
+            }
+        }
+    }
+
+    /// The row of attempt `task_id` if it was started at fetch time (taken: asked once).
+    pub fn take(&self, task_id: &str) -> Option<Arc<JobRow>> {
+        self.rows.lock().ok()?.remove(task_id)
+    }
+
+    fn finalize<'a>(&self, task_ids: impl Iterator<Item = &'a str>) {
+        if let Ok(mut set) = self.finalized.lock() {
+            set.extend(task_ids.map(str::to_owned));
+        }
+    }
+
+    /// True (once) if the outcome of attempt `task_id` was recorded with its entry deleted.
+    pub fn take_finalized(&self, task_id: &str) -> bool {
+        self.finalized
+            .lock()
+            .is_ok_and(|mut set| set.remove(task_id))
+    }
+}
+
+struct Request {
+    job: Arc<JobRow>,
+    outcome: Result<Value, JobError>,
+    progress_done: u32,
+    reply: oneshot::Sender<Result<Finished, StoreError>>,
+}
+
+/// Records outcomes in batches: whatever arrived while the previous batch was committing.
+#[derive(Clone)]
+pub struct Finisher {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl Finisher {
+    /// Starts the recording task; it ends when the last `Finisher` clone is dropped.
+    pub fn start(pool: PgPool, backoff: Backoff, started: Started) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(record(pool, backoff, started, rx));
+        Self { tx }
+    }
+
+    /// Records the outcome of `job`'s attempt, together with others arriving meanwhile.
+    pub async fn finish(
+        &self,
+        job: &Arc<JobRow>,
+        outcome: &Result<Value, JobError>,
+        progress_done: u32,
+    ) -> Result<Finished, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            job: job.clone(),
+            outcome: outcome.clone(),
+            progress_done,
+            reply,
+        };
+        if self.tx.send(request).is_err() {
+            return Err(StoreError::Db(sqlx::Error::PoolClosed));
+        }
+        answer
+            .await
+            .unwrap_or(Err(StoreError::Db(sqlx::Error::PoolClosed)))
+    }
+}
+
+async fn record(
+    pool: PgPool,
+    backoff: Backoff,
+    started: Started,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_FINISH_BATCH).await > 0 {
+        let outcomes: Vec<Outcome<'_>> = batch
+            .iter()
+            .map(|r| Outcome {
+                job: &r.job,
+                outcome: &r.outcome,
+                progress_done: r.progress_done,
+            })
+            .collect();
+        let recorded = lifecycle::finish_many(&pool, &outcomes, &backoff).await;
+        drop(outcomes);
+        match recorded {
+            Ok(finished) => {
+                started.finalize(batch.iter().map(|r| r.job.task_id.as_str()));
+                for (request, f) in batch.drain(..).zip(finished) {
+                    let _ = request.reply.send(Ok(f));
+                }
+            }
+            Err(e) if batch.len() == 1 || e.is_unavailable() => {
+                // The caller retries while the database is unreachable; a lone failure is its own.
+                let mut first = Some(e);
+                for request in batch.drain(..) {
+                    let err = first
+                        .take()
+                        .unwrap_or(StoreError::Db(sqlx::Error::PoolTimedOut));
+                    let _ = request.reply.send(Err(err));
+                }
+            }
+            Err(e) => {
+                // One bad outcome must not fail the others: record them one by one.
+                tracing::warn!(error = %e, jobs = batch.len(), "outcome batch failed; recording one by one");
+                for request in batch.drain(..) {
+                    let f = lifecycle::finish(
+                        &pool,
+                        &request.job,
+                        &request.outcome,
+                        &backoff,
+                        request.progress_done,
+                    )
+                    .await;
+                    if f.is_ok() {
+                        started.finalize(std::iter::once(request.job.task_id.as_str()));
+                    }
+                    let _ = request.reply.send(f);
+                }
+            }
+        }
+    }
+}
