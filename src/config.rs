@@ -139,7 +139,7 @@ pub struct EmailConfig {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
     /// Email jobs one worker process runs at once.
-    #[arg(long, env = "JOBQ_EMAIL_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "JOBQ_EMAIL_CONCURRENCY", default_value_t = 128)]
     pub email_concurrency: usize,
     /// Long-running jobs one worker process runs at once.
     #[arg(long, env = "JOBQ_LONG_RUNNING_CONCURRENCY", default_value_t = 64)]
@@ -149,7 +149,9 @@ pub struct WorkerConfig {
     /// their time recording their start and outcome, not hashing).
     #[arg(long, env = "JOBQ_HASH_CONCURRENCY", default_value_t = 128)]
     pub hash_concurrency: usize,
-    /// Digests computed at once (CPU-bound; 0 means one per CPU).
+    /// Digests computed at once, each on a thread of the blocking pool (0: no limit beyond
+    /// --hash-concurrency; the OS shares the CPUs among them). Set it to reserve CPUs for other
+    /// work in the process.
     #[arg(long, env = "JOBQ_HASH_THREADS", default_value_t = 0)]
     pub hash_threads: usize,
     /// Queue entries fetched per round trip (never more than the kind's free slots); their
@@ -194,7 +196,7 @@ impl WorkerConfig {
         if self.hash_threads > 0 {
             self.hash_threads
         } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            self.hash_concurrency()
         }
     }
 

@@ -17,6 +17,7 @@ pub struct HealthApi {
 pub struct Health {
     /// `ok`, or `unavailable` with the reason in `detail`.
     pub status: String,
+    /// Why the process is unavailable; absent when `status` is `ok`.
     #[oai(skip_serializing_if_is_none)]
     pub detail: Option<String>,
 }

@@ -36,11 +36,14 @@ pub struct JobsApi {
     pub limits: RateLimits,
     /// Live events, for `wait_job` (absent only where no API runs).
     pub hub: Option<EventHub>,
+    /// Single enqueues, accepted in group commits.
+    pub enqueuer: lifecycle::Enqueuer,
 }
 
 /// The jobs of a batch.
 #[derive(Debug, Object)]
 pub struct JobList {
+    /// The jobs, in the order of the request's `jobs`.
     pub jobs: Vec<Job>,
 }
 
@@ -208,6 +211,11 @@ impl JobsApi {
     }
 
     /// Get a job
+    ///
+    /// The job as it is now: status, attempts, progress, a summary of its input and, once it
+    /// has succeeded, its result. Any key may read its own tenant's jobs; `ops` and `admin` keys
+    /// read every tenant's. A job that does not exist or belongs to another tenant: 404. To wait
+    /// for the job to finish, use `wait_job` rather than polling this.
     #[oai(path = "/jobs/:id", method = "get", operation_id = "get_job")]
     async fn get_job(
         &self,
@@ -416,8 +424,15 @@ impl JobsApi {
     }
 
     /// Accepts checked requests, mapping an idempotency conflict to 409.
-    async fn accept(&self, reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>, ApiError> {
-        match lifecycle::enqueue_many(&self.pool, reqs).await {
+    async fn accept(&self, mut reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>, ApiError> {
+        let accepted = match (reqs.pop(), reqs.is_empty()) {
+            (Some(one), true) => self.enqueuer.enqueue(one).await.map(|d| vec![d]),
+            (last, _) => {
+                reqs.extend(last);
+                lifecycle::enqueue_many(&self.pool, reqs).await
+            }
+        };
+        match accepted {
             Ok(done) => {
                 for d in &done {
                     if let Enqueued::Created(row) = d
@@ -552,6 +567,12 @@ pub fn tag_filter(tags: Vec<String>) -> Result<Option<Vec<String>>, ApiError> {
             Some("tag"),
         ));
     }
+    // Postgres text holds no NUL: such a tag (which no job can carry) becomes one that Postgres
+    // accepts and no job can carry either (U+FFFD is outside the tag alphabet).
+    let tags: Vec<String> = tags
+        .into_iter()
+        .map(|t| t.replace('\0', "\u{FFFD}"))
+        .collect();
     Ok((!tags.is_empty()).then_some(tags))
 }
 
@@ -579,4 +600,21 @@ fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
                 Some("cursor"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_with_a_nul_is_a_filter_postgres_accepts_and_no_job_matches() {
+        let tags = tag_filter(vec!["a\0b".to_owned(), "ok".to_owned()])
+            .unwrap()
+            .unwrap();
+        assert!(tags.iter().all(|t| !t.contains('\0')));
+        let alphabet = regex::Regex::new("^[A-Za-z0-9_.:/=-]{1,64}$").unwrap();
+        assert!(!alphabet.is_match(&tags[0]), "{tags:?}");
+        assert_eq!(tags[1], "ok");
+        assert_eq!(tag_filter(Vec::new()).unwrap(), None);
+    }
 }

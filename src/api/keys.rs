@@ -28,6 +28,7 @@ pub struct CreateKey {
     /// Who or what uses the key (1-100 of letters, digits, `-_.@`); ops actions record it.
     #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"))]
     pub name: String,
+    /// What the key may do: `client`, `ops` or `admin` (each may do what the ones before may).
     pub role: Role,
     /// The tenant whose jobs the key creates and (for `client`) sees (1-100 of letters,
     /// digits, `-_.@`); `default` when omitted.
@@ -48,15 +49,23 @@ impl BodyLimit for CreateKey {
 /// An API key as listed: the secret is never shown again after creation.
 #[derive(Debug, Object)]
 pub struct KeyInfo {
+    /// The key's id (for `revoke_key`).
     pub id: Uuid,
+    /// Who or what uses the key; ops actions record it (e.g. `updated_by`, `created_by`).
     pub name: String,
+    /// What the key may do: `client`, `ops` or `admin` (each may do what the ones before may).
     pub role: Role,
+    /// The tenant whose jobs the key creates and (for `client`) sees.
     pub tenant: String,
     /// The first characters of the token, to recognise it.
     pub prefix: String,
+    /// Enqueue requests per second for this key (per API process); absent: the server
+    /// default.
     #[oai(skip_serializing_if_is_none)]
     pub rate_limit: Option<u32>,
+    /// When the key was created (RFC 3339).
     pub created_at: DateTime<Utc>,
+    /// When the key was revoked (RFC 3339); absent while it works.
     #[oai(skip_serializing_if_is_none)]
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -66,12 +75,14 @@ pub struct KeyInfo {
 pub struct CreatedKey {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
+    /// The key as `list_keys` shows it.
     pub key: KeyInfo,
 }
 
 /// All keys.
 #[derive(Debug, Object)]
 pub struct KeyList {
+    /// Every key, revoked ones included, newest first.
     pub keys: Vec<KeyInfo>,
 }
 
@@ -123,6 +134,9 @@ impl KeysApi {
     }
 
     /// List API keys
+    ///
+    /// Every key, revoked ones included (with `revoked_at`), newest first. Tokens are never
+    /// shown, only their first characters (`prefix`). Needs the `admin` role (403 otherwise).
     #[oai(path = "/keys", method = "get", operation_id = "list_keys")]
     async fn list_keys(&self, auth: ApiKey) -> Result<Json<KeyList>, ApiError> {
         auth.require(Role::Admin)?;

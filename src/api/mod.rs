@@ -71,6 +71,7 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         pool: state.pool.clone(),
     };
     let jobs = JobsApi {
+        enqueuer: crate::lifecycle::Enqueuer::new(state.pool.clone()),
         pool: state.pool.clone(),
         config: state.config,
         limits: state.limits,

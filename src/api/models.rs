@@ -2,6 +2,7 @@
 //! job kind's payload; responses are built from status rows and events.
 
 use chrono::{DateTime, Utc};
+use poem_openapi::types::Example;
 use poem_openapi::{Object, Union};
 use uuid::Uuid;
 
@@ -16,32 +17,43 @@ use crate::store::{EventRow, JobRow};
 /// that do not report progress).
 #[derive(Debug, Clone, Object)]
 pub struct JobProgress {
+    /// Units completed so far (durable: a resumed job continues from here).
     pub done: u32,
+    /// Units in all (the job's `steps` for long-running jobs; 0 for the other kinds).
     pub total: u32,
 }
 
 /// The input of an email job (the body is not echoed back).
 #[derive(Debug, Clone, Object)]
 pub struct EmailInput {
+    /// Recipient address, as enqueued.
     pub to: String,
+    /// Subject line, as enqueued.
     pub subject: String,
+    /// Length of the body in bytes (UTF-8); the body itself is not returned.
     pub body_bytes: u64,
 }
 
 /// The input of a long-running job.
 #[derive(Debug, Clone, Object)]
 pub struct LongRunningInput {
+    /// Number of steps to run (1-10000).
     pub steps: u32,
+    /// Duration of each step in milliseconds (0-60000).
     pub step_duration_ms: u32,
 }
 
 /// A summary of the input of a hash job (the data itself is not echoed back).
 #[derive(Debug, Clone, Object)]
 pub struct HashInput {
+    /// The SHA-2 function applied.
     pub algorithm: HashAlgorithm,
+    /// Length of the input in bytes (text as UTF-8, base64 decoded); the input itself is not
+    /// returned.
     pub data_bytes: u64,
+    /// How many times the input is fed to the hash function.
     pub repeat: u64,
-    /// data_bytes x repeat.
+    /// Bytes to hash in all: `data_bytes` x `repeat`.
     pub total_bytes: u64,
 }
 
@@ -71,15 +83,21 @@ pub enum JobResult {
 
 /// A job and everything known about it.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Job {
     /// Time-ordered unique id (UUIDv7).
     pub id: Uuid,
+    /// The job's kind; `input` and `result` have its shape.
     pub kind: JobKind,
+    /// Where the job is in its lifecycle.
     pub status: JobStatus,
     /// Attempts started so far (0 until a worker takes the job).
     pub attempt: u32,
+    /// Attempts allowed before the job fails for good.
     pub max_attempts: u32,
+    /// Progress of the job (long-running jobs report it step by step).
     pub progress: JobProgress,
+    /// What the job was asked to do (`kind` tells the shape).
     pub input: JobInput,
     /// Set once the job has succeeded.
     #[oai(skip_serializing_if_is_none)]
@@ -87,7 +105,9 @@ pub struct Job {
     /// The error of the latest failed attempt.
     #[oai(skip_serializing_if_is_none)]
     pub last_error: Option<String>,
+    /// When the job was enqueued (RFC 3339).
     pub created_at: DateTime<Utc>,
+    /// When the job last changed: status, attempt, progress or result (RFC 3339).
     pub updated_at: DateTime<Utc>,
     /// When the first attempt started.
     #[oai(skip_serializing_if_is_none)]
@@ -106,12 +126,55 @@ pub struct Job {
     /// An attempt running longer fails.
     #[oai(skip_serializing_if_is_none)]
     pub timeout_ms: Option<u64>,
+    /// The labels given at enqueue (empty when none).
     pub tags: Vec<String>,
+}
+
+/// A hash job of `{"data": "data1", "repeat": 1000}` that succeeded at its first attempt.
+impl Example for Job {
+    fn example() -> Self {
+        let at = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        Job {
+            id: Uuid::from_u128(0x019bc0fd_89c0_7a3e_9c41_5d2f8e6b1a07),
+            kind: JobKind::Hash,
+            status: JobStatus::Succeeded,
+            attempt: 1,
+            max_attempts: 5,
+            progress: JobProgress { done: 0, total: 0 },
+            input: JobInput::Hash(HashInput {
+                algorithm: HashAlgorithm::Sha256,
+                data_bytes: 5,
+                repeat: 1000,
+                total_bytes: 5000,
+            }),
+            result: Some(JobResult::Hash(HashResult {
+                algorithm: HashAlgorithm::Sha256,
+                digest_hex: "411c1c5b0d7d5a9e08d469f1b8b31e810d78c4c3cf7dcecfa510a45d73c84037"
+                    .to_owned(),
+                bytes_hashed: 5000,
+            })),
+            last_error: None,
+            created_at: at("2026-01-15T09:30:00Z"),
+            updated_at: at("2026-01-15T09:30:00.180Z"),
+            started_at: Some(at("2026-01-15T09:30:00.150Z")),
+            finished_at: Some(at("2026-01-15T09:30:00.180Z")),
+            next_attempt_at: None,
+            run_at: None,
+            priority: 0,
+            timeout_ms: None,
+            tags: vec!["example".to_owned()],
+        }
+    }
 }
 
 /// One page of jobs, newest first.
 #[derive(Debug, Clone, Object)]
 pub struct JobPage {
+    /// At most `limit` jobs, in the requested order.
     pub jobs: Vec<Job>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
@@ -123,20 +186,25 @@ pub struct JobPage {
 pub struct JobEvent {
     /// Increasing id of the event.
     pub id: i64,
+    /// The job it happened to.
     pub job_id: Uuid,
+    /// The job's kind.
     pub kind: JobKind,
+    /// What happened.
     #[oai(rename = "type")]
     pub event_type: EventType,
     /// The job's status right after the event.
     pub status: JobStatus,
     /// Details by type: `attempt`, `error`, `done`/`total`, `result`, `next_attempt_at`, ...
     pub data: serde_json::Value,
+    /// When it happened (RFC 3339).
     pub created_at: DateTime<Utc>,
 }
 
 /// One page of a job's events, oldest first.
 #[derive(Debug, Clone, Object)]
 pub struct EventPage {
+    /// At most `limit` events, in increasing `id` order.
     pub events: Vec<JobEvent>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]

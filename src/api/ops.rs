@@ -72,18 +72,26 @@ pub struct BulkRetryResult {
     pub matched: i64,
     /// Jobs queued again (for a dry run: that would be), at most `limit`.
     pub retried: i64,
+    /// Whether this was a dry run (nothing was changed).
     pub dry_run: bool,
 }
 
 /// Jobs per status.
 #[derive(Debug, Default, Object)]
 pub struct StatusCounts {
+    /// Number of jobs in status `scheduled` (waiting for their `run_at`).
     pub scheduled: i64,
+    /// Number of jobs in status `queued` (waiting for a worker).
     pub queued: i64,
+    /// Number of jobs in status `running`.
     pub running: i64,
+    /// Number of jobs in status `retrying` (waiting for their next attempt).
     pub retrying: i64,
+    /// Number of jobs in status `succeeded`.
     pub succeeded: i64,
+    /// Number of jobs in status `failed`.
     pub failed: i64,
+    /// Number of jobs in status `cancelled`.
     pub cancelled: i64,
 }
 
@@ -105,22 +113,29 @@ impl StatusCounts {
 /// Jobs per kind.
 #[derive(Debug, Default, Object)]
 pub struct KindCounts {
+    /// Number of jobs of kind `email`.
     pub email: i64,
+    /// Number of jobs of kind `long_running`.
     pub long_running: i64,
+    /// Number of jobs of kind `hash`.
     pub hash: i64,
 }
 
 /// How many jobs match a filter, by status and by kind.
 #[derive(Debug, Object)]
 pub struct JobCounts {
+    /// Number of jobs matching the filter.
     pub total: i64,
+    /// The matching jobs per status (they add up to `total`).
     pub by_status: StatusCounts,
+    /// The matching jobs per kind (they add up to `total`).
     pub by_kind: KindCounts,
 }
 
 /// The state of one kind's queue.
 #[derive(Debug, Object)]
 pub struct KindStats {
+    /// The kind these figures are about.
     pub kind: JobKind,
     /// Jobs per status.
     pub counts: StatusCounts,
@@ -145,6 +160,7 @@ pub struct KindStats {
 /// Queue statistics per kind.
 #[derive(Debug, Object)]
 pub struct Stats {
+    /// One entry per kind: `email`, `long_running`, `hash`.
     pub kinds: Vec<KindStats>,
     /// The window of the run-time figures, in seconds.
     pub window_seconds: f64,

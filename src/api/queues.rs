@@ -22,12 +22,14 @@ pub struct QueuesApi {
 /// The controls of one kind's queue.
 #[derive(Debug, Object)]
 pub struct QueueState {
+    /// The kind whose queue this is.
     pub kind: JobKind,
     /// No new jobs of this kind start (running ones finish); enqueue still accepts them.
     pub paused: bool,
     /// Jobs started per second at most, across all worker processes (absent: no limit).
     #[oai(skip_serializing_if_is_none)]
     pub rate_limit_per_second: Option<f64>,
+    /// When the controls last changed (RFC 3339); absent when they never have.
     #[oai(skip_serializing_if_is_none)]
     pub updated_at: Option<DateTime<Utc>>,
     /// The key that changed it last.
@@ -38,6 +40,7 @@ pub struct QueueState {
 /// Every kind's queue.
 #[derive(Debug, Object)]
 pub struct QueueList {
+    /// One entry per kind: `email`, `long_running`, `hash`.
     pub queues: Vec<QueueState>,
 }
 
@@ -75,6 +78,10 @@ pub enum RateLimitRemoved {
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Queues")]
 impl QueuesApi {
     /// List queues
+    ///
+    /// The controls of every kind's queue, one entry per kind, including kinds nobody has
+    /// paused or rate-limited yet (`paused: false`, no limit, no `updated_at`). Needs the `ops`
+    /// role (403 otherwise).
     #[oai(path = "/queues", method = "get", operation_id = "list_queues")]
     async fn list_queues(&self, auth: ApiKey) -> Result<Json<QueueList>, ApiError> {
         auth.require(Role::Ops)?;
@@ -108,6 +115,10 @@ impl QueuesApi {
     }
 
     /// Resume a queue
+    ///
+    /// Worker processes start jobs of this kind again (within the queue's rate limit, if any),
+    /// at once: they hear of it through Postgres. Idempotent: resuming a queue that is not
+    /// paused changes only `updated_at`/`updated_by`. Needs the `ops` role (403 otherwise).
     #[oai(
         path = "/queues/:kind/resume",
         method = "post",
@@ -156,6 +167,10 @@ impl QueuesApi {
     }
 
     /// Remove a queue's rate limit
+    ///
+    /// Jobs of this kind start as fast as workers take them again. Idempotent: removing a
+    /// limit that is not set answers 200 with the same state. Needs the `ops` role (403
+    /// otherwise).
     #[oai(
         path = "/queues/:kind/rate-limit",
         method = "delete",

@@ -6,6 +6,7 @@
 //! the checks in `jobs::*::parse` and `JobOptions::parse` accept exactly what they state.
 
 use chrono::{DateTime, Utc};
+use poem_openapi::types::Example;
 use poem_openapi::{Object, Union};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,8 +71,9 @@ macro_rules! job_request {
         }
     };
     (@struct $(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
-        $(#[$meta])*
+        // `$meta` after the derive: it may hold `#[oai(...)]` (e.g. `example`).
         #[derive(Debug, Clone, Object, Deserialize, Serialize)]
+        $(#[$meta])*
         #[oai(deny_unknown_fields)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
@@ -104,6 +106,7 @@ macro_rules! job_request {
 
 job_request! {
     /// Send one plain-text email.
+    #[oai(example)]
     EnqueueEmail,
     /// An email to send at each tick of a schedule.
     ScheduledEmail,
@@ -127,6 +130,7 @@ job_request! {
 
 job_request! {
     /// Run `steps` steps of `step_duration_ms` each, reporting progress.
+    #[oai(example)]
     EnqueueLongRunning,
     /// A long-running job to run at each tick of a schedule.
     ScheduledLongRunning,
@@ -142,6 +146,7 @@ job_request! {
 
 job_request! {
     /// Compute a SHA-2 digest of `data` repeated `repeat` times.
+    #[oai(example)]
     EnqueueHash,
     /// A hash job to run at each tick of a schedule.
     ScheduledHash,
@@ -162,6 +167,55 @@ job_request! {
     }
 }
 
+// The examples Swagger UI shows (and schemathesis sends): valid, accepted, and cheap to run.
+
+impl Example for EnqueueEmail {
+    fn example() -> Self {
+        Self {
+            to: "user@example.com".to_owned(),
+            subject: "Welcome to jobq".to_owned(),
+            body: "Hello,\n\nyour account is ready.\n".to_owned(),
+            max_attempts: None,
+            priority: None,
+            timeout_ms: None,
+            tags: Some(vec!["signup".to_owned()]),
+            run_at: None,
+            delay_ms: None,
+        }
+    }
+}
+
+impl Example for EnqueueLongRunning {
+    fn example() -> Self {
+        Self {
+            steps: 5,
+            step_duration_ms: 200,
+            max_attempts: None,
+            priority: None,
+            timeout_ms: None,
+            tags: None,
+            run_at: None,
+            delay_ms: None,
+        }
+    }
+}
+
+impl Example for EnqueueHash {
+    fn example() -> Self {
+        Self {
+            data: HashData::Text("data1".to_owned()),
+            repeat: Some(1000),
+            algorithm: Some(HashAlgorithm::Sha256),
+            max_attempts: None,
+            priority: None,
+            timeout_ms: None,
+            tags: None,
+            run_at: None,
+            delay_ms: None,
+        }
+    }
+}
+
 /// A hash job's input: text (hashed as its UTF-8 bytes, at most 1048576 characters), or binary
 /// as `{"base64": "..."}`.
 // The text branch's length bound is added to the spec in `api::contract`: a union variant
@@ -179,6 +233,7 @@ pub enum HashData {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct Base64Data {
+    /// The bytes, standard base64 with padding (`+/`, `=`), e.g. `ZGF0YTE=` for `data1`.
     #[oai(validator(
         max_length = 1398104,
         pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -305,12 +360,24 @@ impl JobRequest {
 
 /// Many jobs in one request, accepted together or not at all.
 #[derive(Debug, Clone, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueBatch {
     /// 1 to 1000 jobs, of any kinds.
     #[oai(validator(min_items = 1, max_items = 1000))]
     pub jobs: Vec<JobRequest>,
+}
+
+impl Example for EnqueueBatch {
+    fn example() -> Self {
+        Self {
+            jobs: vec![
+                JobRequest::Email(EnqueueEmail::example()),
+                JobRequest::LongRunning(EnqueueLongRunning::example()),
+                JobRequest::Hash(EnqueueHash::example()),
+            ],
+        }
+    }
 }
 
 impl BodyLimit for EnqueueBatch {

@@ -169,13 +169,21 @@ impl BodyLimit for CreateSchedule {
 /// A recurring job.
 #[derive(Debug, Object)]
 pub struct Schedule {
+    /// The schedule's id.
     pub id: Uuid,
+    /// Unique per tenant.
     pub name: String,
+    /// The tenant that owns the jobs it enqueues.
     pub tenant: String,
+    /// The cron expression, as given (see `create_schedule`).
     pub cron: String,
+    /// IANA time zone the expression is read in, e.g. `Europe/Berlin` or `UTC`.
     pub timezone: String,
+    /// The kind of the job it enqueues.
     pub kind: JobKind,
+    /// What happens to ticks missed while no jobq process ran.
     pub missed: MissedTicks,
+    /// Whether the schedule is paused (no jobs are enqueued for its ticks).
     pub paused: bool,
     /// The next tick; absent when the expression never ticks again.
     #[oai(skip_serializing_if_is_none)]
@@ -183,14 +191,18 @@ pub struct Schedule {
     /// The last tick a job was enqueued for.
     #[oai(skip_serializing_if_is_none)]
     pub last_run_at: Option<DateTime<Utc>>,
+    /// The name of the key that created it.
     pub created_by: String,
+    /// When it was created (RFC 3339).
     pub created_at: DateTime<Utc>,
+    /// The job it enqueues at each tick (`kind` says which).
     pub job: ScheduledJob,
 }
 
 /// Every schedule the key may see.
 #[derive(Debug, Object)]
 pub struct ScheduleList {
+    /// The schedules, ordered by tenant and name.
     pub schedules: Vec<Schedule>,
 }
 
@@ -364,6 +376,9 @@ impl SchedulesApi {
     }
 
     /// List schedules
+    ///
+    /// Every schedule of every tenant, paused ones included, ordered by tenant and name, each
+    /// with its job and its next tick. Needs the `ops` role (403 otherwise).
     #[oai(path = "/schedules", method = "get", operation_id = "list_schedules")]
     async fn list_schedules(&self, auth: ApiKey) -> Result<Json<ScheduleList>, ApiError> {
         let who = auth.require(Role::Ops)?;
@@ -376,6 +391,10 @@ impl SchedulesApi {
     }
 
     /// Pause a schedule
+    ///
+    /// No jobs are enqueued for its ticks until it is resumed (jobs it already enqueued are not
+    /// affected); ticks that pass meanwhile are not made up. Idempotent: pausing a paused
+    /// schedule returns it unchanged. Unknown id: 404. Needs the `ops` role (403 otherwise).
     #[oai(
         path = "/schedules/:id/pause",
         method = "post",
@@ -408,6 +427,10 @@ impl SchedulesApi {
     }
 
     /// Delete a schedule
+    ///
+    /// The schedule enqueues no more jobs; the jobs it already enqueued stay, and run. Answers
+    /// 204 with no body; a schedule that does not exist (or was already deleted): 404. Needs
+    /// the `ops` role (403 otherwise).
     #[oai(
         path = "/schedules/:id",
         method = "delete",

@@ -4,6 +4,7 @@
 
 mod enqueue;
 mod finish;
+mod group;
 mod ops;
 mod progress;
 pub mod schedules;
@@ -11,6 +12,7 @@ mod start;
 
 pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue, enqueue_many};
 pub use finish::{Finished, Outcome, finish, finish_many};
+pub use group::Enqueuer;
 pub use ops::{BulkRetry, OpsError, bulk_retry, cancel, retry};
 pub use progress::DurableProgress;
 pub use start::{Start, start, start_many, unstart_many};

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use apalis_codec::json::JsonCodec;
 use apalis_core::backend::finalize::Durable;
-use apalis_core::backend::persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer};
+use apalis_core::backend::persistence::{
+    Persisted, Persistence, State, TaskEvent, TaskPersistLayer,
+};
 use apalis_core::backend::{Backend, BackendConfig, WireFormatBackend};
 use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
@@ -250,6 +252,10 @@ impl Persistence for QueuePersistence {
         loop {
             // Notifications from here on mean "look again", even if they arrive mid-query.
             self.wake.borrow_and_update();
+            if worker.is_shutting_down() {
+                // Take nothing more (a job released by the shutdown must not be taken back).
+                return Ok(Vec::new());
+            }
             let mut look_again_in = None;
             match self.fetch_once(worker).await {
                 Ok(f) if !f.tasks.is_empty() => return Ok(f.tasks),
@@ -406,6 +412,17 @@ impl Backend for QueueBackend {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Result<(), Error>> {
+        // apalis-core's `poll_close` drops a fetch in flight. Ours starts the attempts it takes:
+        // finish it, so that what it took is given back (`reenqueue_abandoned`) rather than left
+        // `running` until a rescue.
+        let state = self.persistence.state_mut();
+        if let State::Fetch(fetch) = state {
+            *state = match fetch.poll_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(tasks)) if !tasks.is_empty() => State::Buffered(tasks.into()),
+                Poll::Ready(_) => State::Ready,
+            };
+        }
         self.persistence.poll_close(cx, worker)
     }
 }

@@ -137,3 +137,109 @@ async fn every_accepted_job_of_a_burst_finishes_once(_: PgPoolOptions, db: PgCon
         .unwrap();
     assert!(attempts.iter().all(|&a| a == 1), "{attempts:?}");
 }
+
+/// kind, status, attempt, result, last_error, payload
+type JobOutcome = (
+    String,
+    String,
+    i32,
+    Option<serde_json::Value>,
+    Option<String>,
+    serde_json::Value,
+);
+
+/// Outcomes are recorded in group commits and attempts start in the fetching transaction: a
+/// burst of successes and failures of different kinds, finishing at the same time, must still
+/// end each job exactly once with its own result, one `started` and one terminal event, and no
+/// queue entry left behind.
+#[sqlx::test(migrations = false)]
+async fn outcomes_recorded_together_stay_each_jobs_own(_: PgPoolOptions, db: PgConnectOptions) {
+    use sha2::Digest as _;
+    // Emails fail at once (nothing listens on port 1) and have a single attempt.
+    let app = spawn_app_with(
+        db,
+        &[
+            "--smtp-url",
+            "smtp://127.0.0.1:1",
+            "--fetch-batch-size",
+            "64",
+        ],
+    )
+    .await;
+    let mut jobs: Vec<serde_json::Value> = (0..300)
+        .map(|i| json!({"kind": "hash", "data": format!("item {i}")}))
+        .collect();
+    for i in 0..30 {
+        jobs.insert(
+            i * 10,
+            json!({"kind": "email", "to": "a@example.com", "subject": format!("n{i}"), "body": "", "max_attempts": 1}),
+        );
+    }
+    let resp = app.post("/v1/jobs/batch", &json!({ "jobs": jobs })).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let accepted: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(accepted["jobs"].as_array().unwrap().len(), 330);
+
+    eventually(Duration::from_secs(60), "all 330 jobs to end", || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobq.jobs WHERE status NOT IN ('succeeded', 'failed')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        (open == 0).then_some(())
+    })
+    .await;
+
+    let rows: Vec<JobOutcome> =
+        sqlx::query_as("SELECT kind, status, attempt, result, last_error, payload FROM jobq.jobs")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 330);
+    for (kind, status, attempt, result, error, payload) in &rows {
+        assert_eq!(*attempt, 1, "{kind} {status}");
+        match kind.as_str() {
+            "hash" => {
+                assert_eq!(status, "succeeded", "{error:?}");
+                // The result is this job's own digest, not a neighbour's in the same batch.
+                // (The stored payload keeps the input as base64.)
+                let input = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    payload["data"].as_str().unwrap(),
+                )
+                .unwrap();
+                let expected = hex::encode(sha2::Sha256::digest(&input));
+                assert_eq!(
+                    result.as_ref().unwrap()["digest_hex"],
+                    expected,
+                    "{payload}"
+                );
+            }
+            "email" => {
+                assert_eq!(status, "failed");
+                assert!(error.as_deref().is_some_and(|e| !e.is_empty()));
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    let per_job: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE type = 'started'), \
+                count(*) FILTER (WHERE type IN ('succeeded', 'failed')) \
+         FROM jobq.job_events GROUP BY job_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(per_job.len(), 330);
+    assert!(
+        per_job.iter().all(|&(s, t)| s == 1 && t == 1),
+        "{per_job:?}"
+    );
+    // The queue entries went with the outcomes (none is left `Running` or waiting for pruning).
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(entries, 0);
+}

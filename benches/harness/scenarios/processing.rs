@@ -8,7 +8,7 @@
 //! reports the rate of what it finished (marked partial).
 //!
 //! Settings: "defaults" is each at its own defaults (jobq: hash concurrency 128, fetch batch
-//! 64, digests on one thread per CPU; apalis: batch 10, no concurrency limit). "c=N" sets the
+//! 64; apalis: batch 10, no concurrency limit). "c=N" sets the
 //! concurrency on both (apalis keeps batch 10). "matched" also sets the same fetch batch on both, min(20, N) (jobq
 //! never fetches more than it can run). The history rows repeat defaults and matched c=8 with
 //! a million finished jobs already in the tables (see `seed`).
