@@ -93,7 +93,7 @@ pub struct Fetched {
 /// the function's generically planned query reads ~twice as many buffers per fetch.
 pub async fn fetch(
     conn: &mut PgConnection,
-    queue: &str,
+    kind: JobKind,
     worker: &str,
     limit: i32,
 ) -> sqlx::Result<Vec<Fetched>> {
@@ -106,6 +106,9 @@ pub async fn fetch(
             SELECT id FROM apalis.jobs
             WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
               AND run_at < now() AND job_type = $1
+              -- A pause holds from its commit on, in every process, whatever a worker's cached
+              -- controls say yet.
+              AND NOT EXISTS (SELECT 1 FROM jobq.queues q WHERE q.kind = $4 AND q.paused)
             ORDER BY priority DESC, run_at ASC
             LIMIT $3
             FOR UPDATE SKIP LOCKED
@@ -113,9 +116,10 @@ pub async fn fetch(
         RETURNING id AS "task_id!", job AS "job!", attempts AS "attempts!",
                   max_attempts AS "max_attempts!", run_at AS "run_at!", priority AS "priority!"
         "#,
-        queue,
+        kind.queue(),
         worker,
-        i64::from(limit)
+        i64::from(limit),
+        kind.as_str()
     )
     .fetch_all(conn)
     .await

@@ -112,7 +112,8 @@ impl QueuePersistence {
         };
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let queue = self.config.queue.as_ref();
-        let fetched = store::queue::fetch(&mut tx, queue, worker.name(), allowed.max(1)).await?;
+        let fetched =
+            store::queue::fetch(&mut tx, self.kind, worker.name(), allowed.max(1)).await?;
         let tasks = fetched
             .into_iter()
             .map(|f| entry_task(f, queue, worker.name()))
