@@ -14,6 +14,11 @@
 //!   poem-openapi generates, and the few fields of types declared outside the API (`jobs::*`)
 //!   that carry no doc comment get theirs here.
 //!
+//! - Every schema has an `example`: the API's own objects get theirs from `#[oai(example)]`;
+//!   here the ones poem-openapi generates or that are declared outside the API: the union
+//!   variants (their kind's example with the `kind` tag), the unions (their first variant's),
+//!   the results of `jobs::*` and the enums.
+//!
 //! Also: the method table behind `405` answers' `Allow` header.
 
 use std::collections::{BTreeSet, HashMap};
@@ -33,6 +38,7 @@ pub fn finish(spec: &str) -> String {
     bound_hash_text(&mut doc);
     name_time_zones(&mut doc);
     forbid_nul_in_email_bodies(&mut doc);
+    add_examples(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
 
@@ -306,6 +312,113 @@ fn forbid_nul_in_email_bodies(doc: &mut Value) {
         if let Some(Value::Object(body)) = props.get_mut("body") {
             body.insert("not".into(), json!({"pattern": "\\x00"}));
         }
+    }
+}
+
+/// Examples of the schemas whose types cannot carry `#[oai(example)]` (declared outside the
+/// API, or unions): they match the examples of `api::models::Job` and `api::requests`.
+fn foreign_examples() -> [(&'static str, Value); 4] {
+    [
+        ("HashData", json!("data1")),
+        (
+            "HashResult",
+            json!({
+                "algorithm": "sha256",
+                "digest_hex": "411c1c5b0d7d5a9e08d469f1b8b31e810d78c4c3cf7dcecfa510a45d73c84037",
+                "bytes_hashed": 5000,
+            }),
+        ),
+        (
+            "EmailResult",
+            json!({
+                "message_id": "<019bc0fd-89c0-7a3e-9c41-5d2f8e6b1a07@jobq>",
+                "server_response": "250 2.0.0 Ok: queued as 4F2A1",
+            }),
+        ),
+        ("LongRunningResult", json!({"steps_completed": 5})),
+    ]
+}
+
+/// The member an enum's example shows, where the first one is not the most telling.
+const ENUM_EXAMPLES: &[(&str, &str)] = &[
+    ("EventType", "succeeded"),
+    ("HashAlgorithm", "sha256"),
+    ("JobKind", "hash"),
+    ("JobStatus", "queued"),
+    ("TimeZone", "Europe/Berlin"),
+];
+
+/// Gives every schema without an example one (see the module's documentation). Runs last:
+/// the variants are flat objects by then.
+fn add_examples(doc: &mut Value) {
+    let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") else {
+        return;
+    };
+    fn set(schemas: &mut Map<String, Value>, name: &str, example: Value) {
+        if let Some(Value::Object(schema)) = schemas.get_mut(name) {
+            schema.entry("example").or_insert(example);
+        }
+    }
+    for (name, example) in foreign_examples() {
+        set(schemas, name, example);
+    }
+    // Enums: the chosen member, or the first.
+    let enums: Vec<(String, Value)> = schemas
+        .iter()
+        .filter_map(|(name, schema)| {
+            let members = schema.get("enum")?.as_array()?;
+            let chosen = ENUM_EXAMPLES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| json!(v))
+                .filter(|v| members.contains(v));
+            Some((name.clone(), chosen.or_else(|| members.first().cloned())?))
+        })
+        .collect();
+    for (name, example) in enums {
+        set(schemas, &name, example);
+    }
+    // Variants of a tagged union: `Union_Kind` is `Kind` with the tag.
+    let mut variants = Vec::new();
+    for (union, schema) in schemas.iter() {
+        let (Some(tag), Some(Value::Object(mapping))) = (
+            schema
+                .pointer("/discriminator/propertyName")
+                .and_then(Value::as_str),
+            schema.pointer("/discriminator/mapping"),
+        ) else {
+            continue;
+        };
+        for (value, reference) in mapping {
+            let Some(variant) = reference.as_str().and_then(schema_name) else {
+                continue;
+            };
+            let Some(Value::Object(example)) = variant
+                .strip_prefix(&format!("{union}_"))
+                .and_then(|kind| schemas.get(kind))
+                .and_then(|kind| kind.get("example"))
+            else {
+                continue;
+            };
+            let mut example = example.clone();
+            example.insert(tag.to_owned(), Value::String(value.clone()));
+            variants.push((variant.to_owned(), Value::Object(example)));
+        }
+    }
+    for (name, example) in variants {
+        set(schemas, &name, example);
+    }
+    // Unions: the example of their first variant.
+    let unions: Vec<(String, Value)> = schemas
+        .iter()
+        .filter_map(|(name, schema)| {
+            let first = schema.get("oneOf")?.as_array()?.first()?;
+            let variant = schemas.get(schema_name(first.get("$ref")?.as_str()?)?)?;
+            Some((name.clone(), variant.get("example")?.clone()))
+        })
+        .collect();
+    for (name, example) in unions {
+        set(schemas, &name, example);
     }
 }
 
@@ -614,5 +727,250 @@ mod agreement {
                 "{sample:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod examples {
+    //! Every schema of the finished spec has an example, and every example (of a schema or a
+    //! property) is valid against its schema: schemathesis sends the request examples, and
+    //! generated clients and readers trust the response ones.
+    use serde_json::{Map, Value};
+
+    async fn spec() -> Value {
+        serde_json::from_str(&crate::api::spec_json()).unwrap()
+    }
+
+    /// The errors of `value` against `schema` (the subset of JSON Schema the spec uses:
+    /// `$ref`, `allOf`, `oneOf`, `not`, `type`, `enum`, `required`, `properties`,
+    /// `additionalProperties: false`, `items`, `pattern`, lengths, item counts and bounds),
+    /// each as `path: problem`.
+    fn check(value: &Value, schema: &Value, schemas: &Map<String, Value>, at: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let name = super::schema_name(reference).expect("a component reference");
+            let target = schemas
+                .get(name)
+                .unwrap_or_else(|| panic!("no schema {name}"));
+            return check(value, target, schemas, at);
+        }
+        for member in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            errors.extend(check(value, member, schemas, at));
+        }
+        if let Some(branches) = schema.get("oneOf").and_then(Value::as_array) {
+            let results: Vec<Vec<String>> = branches
+                .iter()
+                .map(|b| check(value, b, schemas, at))
+                .collect();
+            let valid = results.iter().filter(|r| r.is_empty()).count();
+            if valid != 1 {
+                let mut msg = format!("matches {valid} of the {} oneOf branches", branches.len());
+                for r in results.iter().filter(|r| !r.is_empty()) {
+                    msg.push_str(&format!(" [{}]", r.join("; ")));
+                }
+                errors.push(format!("{at}: {msg}"));
+            }
+        }
+        if let Some(not) = schema.get("not")
+            && check(value, not, schemas, at).is_empty()
+        {
+            errors.push(format!("{at}: matches the `not` schema {not}"));
+        }
+        if let Some(members) = schema.get("enum").and_then(Value::as_array)
+            && !members.contains(value)
+        {
+            errors.push(format!("{at}: {value} is not one of the enum's members"));
+        }
+        let mut fail = |msg: String| errors.push(format!("{at}: {msg}"));
+        let number = |key: &str| schema.get(key).and_then(Value::as_f64);
+        let count = |key: &str| schema.get(key).and_then(Value::as_u64);
+        let ty = schema.get("type").and_then(Value::as_str);
+        let type_ok = match ty {
+            None => true,
+            Some("object") => value.is_object(),
+            Some("array") => value.is_array(),
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("number") => value.is_number(),
+            Some("boolean") => value.is_boolean(),
+            Some(_) => false,
+        };
+        if !type_ok {
+            fail(format!("{value} is not of type {}", ty.unwrap_or_default()));
+            return errors;
+        }
+        // The keywords of each type apply to values of that type only (JSON Schema).
+        if let Some(text) = value.as_str() {
+            let chars = text.chars().count() as u64;
+            if count("minLength").is_some_and(|n| chars < n)
+                || count("maxLength").is_some_and(|n| chars > n)
+            {
+                fail(format!("{text:?}: length out of bounds"));
+            }
+            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+                && !regex::Regex::new(pattern).unwrap().is_match(text)
+            {
+                fail(format!("{text:?} does not match {pattern:?}"));
+            }
+            let format = schema.get("format").and_then(Value::as_str);
+            if format == Some("date-time") && chrono::DateTime::parse_from_rfc3339(text).is_err() {
+                fail(format!("{text:?} is not an RFC 3339 time"));
+            }
+            if format == Some("uuid") && uuid::Uuid::parse_str(text).is_err() {
+                fail(format!("{text:?} is not a UUID"));
+            }
+        }
+        if let Some(n) = value.as_f64()
+            && (number("minimum").is_some_and(|m| n < m)
+                || number("maximum").is_some_and(|m| n > m))
+        {
+            fail(format!("{value} is out of bounds"));
+        }
+        if let Some(items) = value.as_array() {
+            if count("minItems").is_some_and(|n| (items.len() as u64) < n)
+                || count("maxItems").is_some_and(|n| (items.len() as u64) > n)
+            {
+                fail(format!("{} items: out of bounds", items.len()));
+            }
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    errors.extend(check(v, item, schemas, &format!("{at}[{i}]")));
+                }
+            }
+        }
+        if let Some(object) = value.as_object() {
+            for name in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = name.as_str().unwrap_or_default();
+                if !object.contains_key(name) {
+                    errors.push(format!("{at}: lacks the required property `{name}`"));
+                }
+            }
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for (name, v) in object {
+                match properties.and_then(|p| p.get(name)) {
+                    Some(p) => errors.extend(check(v, p, schemas, &format!("{at}.{name}"))),
+                    None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                        errors.push(format!("{at}: has the unknown property `{name}`"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        errors
+    }
+
+    /// Every `example` in `v` (schemas and properties), with the schema it belongs to.
+    fn examples<'a>(v: &'a Value, at: &str, out: &mut Vec<(String, &'a Value, &'a Value)>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(example) = map.get("example") {
+                    out.push((at.to_owned(), example, v));
+                }
+                for (key, child) in map {
+                    if key != "example" && key != "examples" {
+                        examples(child, &format!("{at}/{key}"), out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    examples(item, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[tokio::test]
+    async fn every_schema_has_an_example() {
+        let spec = spec().await;
+        let schemas = spec["components"]["schemas"].as_object().expect("schemas");
+        let missing: Vec<&String> = schemas
+            .iter()
+            .filter(|(_, s)| s.get("example").is_none())
+            .map(|(name, _)| name)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "schemas without an example: {missing:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_example_is_valid_against_its_schema() {
+        let spec = spec().await;
+        let schemas = spec["components"]["schemas"].as_object().expect("schemas");
+        let mut found = Vec::new();
+        examples(&spec["components"], "#/components", &mut found);
+        examples(&spec["paths"], "#/paths", &mut found);
+        assert!(found.len() >= schemas.len(), "{} examples", found.len());
+        let mut invalid = Vec::new();
+        for (at, example, schema) in found {
+            invalid.extend(check(example, schema, schemas, &at));
+        }
+        assert!(invalid.is_empty(), "invalid examples: {invalid:#?}");
+    }
+
+    #[test]
+    fn the_checker_finds_what_is_wrong() {
+        let schemas: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "K": {"type": "string", "enum": ["a", "b"]},
+            "O": {"type": "object", "required": ["k"], "additionalProperties": false,
+                "properties": {"k": {"$ref": "#/components/schemas/K"},
+                    "n": {"type": "integer", "minimum": 1},
+                    "s": {"type": "string", "pattern": "^x+$", "maxLength": 3}}}
+        }))
+        .unwrap();
+        let o = serde_json::json!({"$ref": "#/components/schemas/O"});
+        let errors = |v: Value| check(&v, &o, &schemas, "e");
+        assert!(errors(serde_json::json!({"k": "a", "n": 2, "s": "xx"})).is_empty());
+        assert_eq!(errors(serde_json::json!({"n": 2})).len(), 1, "required");
+        assert_eq!(errors(serde_json::json!({"k": "c"})).len(), 1, "enum");
+        assert_eq!(
+            errors(serde_json::json!({"k": "a", "z": 1})).len(),
+            1,
+            "closed"
+        );
+        assert_eq!(
+            errors(serde_json::json!({"k": "a", "n": 0})).len(),
+            1,
+            "minimum"
+        );
+        assert_eq!(
+            errors(serde_json::json!({"k": "a", "n": 1.5})).len(),
+            1,
+            "integer"
+        );
+        assert_eq!(
+            errors(serde_json::json!({"k": "a", "s": "xy"})).len(),
+            1,
+            "pattern"
+        );
+        assert_eq!(
+            errors(serde_json::json!({"k": "a", "s": "xxxx"})).len(),
+            1,
+            "length"
+        );
+        assert_eq!(
+            errors(serde_json::json!({"k": "a", "s": null})).len(),
+            1,
+            "null"
+        );
+        let not_nul = serde_json::json!({"type": "string", "not": {"pattern": "\\x00"}});
+        assert!(check(&serde_json::json!("ok"), &not_nul, &schemas, "e").is_empty());
+        assert_eq!(
+            check(&serde_json::json!("a\u{0}"), &not_nul, &schemas, "e").len(),
+            1
+        );
     }
 }

@@ -14,6 +14,7 @@ use crate::lifecycle::StoreError;
 
 /// Every error response of the API.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `validation_failed`, `not_found`.
     pub code: String,
@@ -23,6 +24,16 @@ pub struct ErrorBody {
     /// or a header name.
     #[oai(skip_serializing_if_is_none)]
     pub field: Option<String>,
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    fn example() -> Self {
+        ErrorBody {
+            code: "validation_failed".to_owned(),
+            message: "must be between 1 and 10000".to_owned(),
+            field: Some("steps".to_owned()),
+        }
+    }
 }
 
 /// Errors an operation can return.

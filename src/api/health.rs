@@ -14,12 +14,22 @@ pub struct HealthApi {
 
 /// Health of this process.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Health {
     /// `ok`, or `unavailable` with the reason in `detail`.
     pub status: String,
     /// Why the process is unavailable; absent when `status` is `ok`.
     #[oai(skip_serializing_if_is_none)]
     pub detail: Option<String>,
+}
+
+impl poem_openapi::types::Example for Health {
+    fn example() -> Self {
+        Health {
+            status: "ok".to_owned(),
+            detail: None,
+        }
+    }
 }
 
 #[derive(ApiResponse)]

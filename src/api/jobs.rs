@@ -42,9 +42,18 @@ pub struct JobsApi {
 
 /// The jobs of a batch.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct JobList {
     /// The jobs, in the order of the request's `jobs`.
     pub jobs: Vec<Job>,
+}
+
+impl poem_openapi::types::Example for JobList {
+    fn example() -> Self {
+        JobList {
+            jobs: vec![<Job as poem_openapi::types::Example>::example()],
+        }
+    }
 }
 
 /// A batch was accepted.

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -22,7 +23,7 @@ pub struct KeysApi {
 
 /// A new API key.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// Who or what uses the key (1-100 of letters, digits, `-_.@`); ops actions record it.
@@ -32,12 +33,18 @@ pub struct CreateKey {
     pub role: Role,
     /// The tenant whose jobs the key creates and (for `client`) sees (1-100 of letters,
     /// digits, `-_.@`); `default` when omitted.
-    #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"))]
+    #[oai(
+        validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"),
+        skip_serializing_if_is_none
+    )]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub tenant: Option<String>,
     /// Enqueue requests per second for this key (per API process); the server default when
     /// omitted.
-    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+    #[oai(
+        validator(minimum(value = "1"), maximum(value = "1000000")),
+        skip_serializing_if_is_none
+    )]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub rate_limit: Option<u32>,
 }
@@ -48,6 +55,7 @@ impl BodyLimit for CreateKey {
 
 /// An API key as listed: the secret is never shown again after creation.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct KeyInfo {
     /// The key's id (for `revoke_key`).
     pub id: Uuid,
@@ -72,6 +80,7 @@ pub struct KeyInfo {
 
 /// A key that was just created, with its token: store it now, it is not shown again.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct CreatedKey {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -81,9 +90,53 @@ pub struct CreatedKey {
 
 /// All keys.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct KeyList {
     /// Every key, revoked ones included, newest first.
     pub keys: Vec<KeyInfo>,
+}
+
+impl Example for CreateKey {
+    fn example() -> Self {
+        CreateKey {
+            name: "billing-service".to_owned(),
+            role: Role::Client,
+            tenant: Some("billing".to_owned()),
+            rate_limit: Some(50),
+        }
+    }
+}
+
+impl Example for KeyInfo {
+    fn example() -> Self {
+        KeyInfo {
+            id: Uuid::from_u128(0x019bc0f2_1c4e_7d10_8a3b_6e2f4c9d0b15),
+            name: "billing-service".to_owned(),
+            role: Role::Client,
+            tenant: "billing".to_owned(),
+            prefix: "jq_Xr4tQ9".to_owned(),
+            rate_limit: Some(50),
+            created_at: crate::api::models::at("2026-01-15T09:00:00Z"),
+            revoked_at: None,
+        }
+    }
+}
+
+impl Example for CreatedKey {
+    fn example() -> Self {
+        CreatedKey {
+            token: "jq_Xr4tQ9mZb2Lk7vN0cW5yH8sE3pA6dF1gJ4uT9oR2iKq".to_owned(),
+            key: KeyInfo::example(),
+        }
+    }
+}
+
+impl Example for KeyList {
+    fn example() -> Self {
+        KeyList {
+            keys: vec![KeyInfo::example()],
+        }
+    }
 }
 
 #[derive(ApiResponse)]

@@ -16,6 +16,7 @@ use crate::store::{EventRow, JobRow};
 /// Progress of a job: `done` of `total` units (steps for long-running jobs; 0 of 0 for kinds
 /// that do not report progress).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct JobProgress {
     /// Units completed so far (durable: a resumed job continues from here).
     pub done: u32,
@@ -25,6 +26,7 @@ pub struct JobProgress {
 
 /// The input of an email job (the body is not echoed back).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct EmailInput {
     /// Recipient address, as enqueued.
     pub to: String,
@@ -36,6 +38,7 @@ pub struct EmailInput {
 
 /// The input of a long-running job.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct LongRunningInput {
     /// Number of steps to run (1-10000).
     pub steps: u32,
@@ -45,6 +48,7 @@ pub struct LongRunningInput {
 
 /// A summary of the input of a hash job (the data itself is not echoed back).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct HashInput {
     /// The SHA-2 function applied.
     pub algorithm: HashAlgorithm,
@@ -130,31 +134,71 @@ pub struct Job {
     pub tags: Vec<String>,
 }
 
+/// A time of the examples (RFC 3339).
+pub(crate) fn at(t: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The id of the job of the examples.
+pub(crate) const EXAMPLE_JOB_ID: Uuid = Uuid::from_u128(0x019bc0fd_89c0_7a3e_9c41_5d2f8e6b1a07);
+
+impl Example for JobProgress {
+    /// A long-running job at its third of five steps.
+    fn example() -> Self {
+        JobProgress { done: 3, total: 5 }
+    }
+}
+
+impl Example for EmailInput {
+    fn example() -> Self {
+        EmailInput {
+            to: "user@example.com".to_owned(),
+            subject: "Welcome to jobq".to_owned(),
+            body_bytes: 31,
+        }
+    }
+}
+
+impl Example for LongRunningInput {
+    fn example() -> Self {
+        LongRunningInput {
+            steps: 5,
+            step_duration_ms: 200,
+        }
+    }
+}
+
+impl Example for HashInput {
+    /// `{"data": "data1", "repeat": 1000}`.
+    fn example() -> Self {
+        HashInput {
+            algorithm: HashAlgorithm::Sha256,
+            data_bytes: 5,
+            repeat: 1000,
+            total_bytes: 5000,
+        }
+    }
+}
+
+/// The digest of the example job.
+const EXAMPLE_DIGEST: &str = "411c1c5b0d7d5a9e08d469f1b8b31e810d78c4c3cf7dcecfa510a45d73c84037";
+
 /// A hash job of `{"data": "data1", "repeat": 1000}` that succeeded at its first attempt.
 impl Example for Job {
     fn example() -> Self {
-        let at = |t: &str| {
-            DateTime::parse_from_rfc3339(t)
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_default()
-        };
         Job {
-            id: Uuid::from_u128(0x019bc0fd_89c0_7a3e_9c41_5d2f8e6b1a07),
+            id: EXAMPLE_JOB_ID,
             kind: JobKind::Hash,
             status: JobStatus::Succeeded,
             attempt: 1,
             max_attempts: 5,
             progress: JobProgress { done: 0, total: 0 },
-            input: JobInput::Hash(HashInput {
-                algorithm: HashAlgorithm::Sha256,
-                data_bytes: 5,
-                repeat: 1000,
-                total_bytes: 5000,
-            }),
+            input: JobInput::Hash(HashInput::example()),
             result: Some(JobResult::Hash(HashResult {
                 algorithm: HashAlgorithm::Sha256,
-                digest_hex: "411c1c5b0d7d5a9e08d469f1b8b31e810d78c4c3cf7dcecfa510a45d73c84037"
-                    .to_owned(),
+                digest_hex: EXAMPLE_DIGEST.to_owned(),
                 bytes_hashed: 5000,
             })),
             last_error: None,
@@ -173,6 +217,7 @@ impl Example for Job {
 
 /// One page of jobs, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct JobPage {
     /// At most `limit` jobs, in the requested order.
     pub jobs: Vec<Job>,
@@ -183,6 +228,7 @@ pub struct JobPage {
 
 /// Something that happened to a job.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct JobEvent {
     /// Increasing id of the event.
     pub id: i64,
@@ -203,12 +249,79 @@ pub struct JobEvent {
 
 /// One page of a job's events, oldest first.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct EventPage {
     /// At most `limit` events, in increasing `id` order.
     pub events: Vec<JobEvent>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
     pub next_after: Option<i64>,
+}
+
+impl Example for JobPage {
+    fn example() -> Self {
+        JobPage {
+            jobs: vec![Job::example()],
+            next_cursor: Some("AZvA_YnAej6cQV0vjmsaBw".to_owned()),
+        }
+    }
+}
+
+impl Example for JobEvent {
+    /// The last event of the example job.
+    fn example() -> Self {
+        JobEvent {
+            id: 3,
+            job_id: EXAMPLE_JOB_ID,
+            kind: JobKind::Hash,
+            event_type: EventType::Succeeded,
+            status: JobStatus::Succeeded,
+            data: serde_json::json!({
+                "attempt": 1,
+                "result": {
+                    "algorithm": "sha256",
+                    "digest_hex": EXAMPLE_DIGEST,
+                    "bytes_hashed": 5000,
+                },
+            }),
+            created_at: at("2026-01-15T09:30:00.180Z"),
+        }
+    }
+}
+
+impl Example for EventPage {
+    /// The events of the example job.
+    fn example() -> Self {
+        let event = |id, event_type, status, data, time| JobEvent {
+            id,
+            job_id: EXAMPLE_JOB_ID,
+            kind: JobKind::Hash,
+            event_type,
+            status,
+            data,
+            created_at: at(time),
+        };
+        EventPage {
+            events: vec![
+                event(
+                    1,
+                    EventType::Queued,
+                    JobStatus::Queued,
+                    serde_json::json!({"attempt": 0}),
+                    "2026-01-15T09:30:00Z",
+                ),
+                event(
+                    2,
+                    EventType::Started,
+                    JobStatus::Running,
+                    serde_json::json!({"attempt": 1}),
+                    "2026-01-15T09:30:00.150Z",
+                ),
+                JobEvent::example(),
+            ],
+            next_after: None,
+        }
+    }
 }
 
 fn corrupt(what: &str, value: &str) -> ApiError {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -29,7 +30,7 @@ pub struct OpsApi {
 
 /// Retry many failed or cancelled jobs chosen by a filter (the same fields as `list_jobs`).
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRetryRequest {
     /// `failed` and/or `cancelled` (default both); other statuses match nothing.
@@ -41,18 +42,23 @@ pub struct BulkRetryRequest {
     #[serde(default)]
     pub kind: Vec<JobKind>,
     /// Only jobs created at or after this time (RFC 3339).
+    #[oai(skip_serializing_if_is_none)]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub created_after: Option<DateTime<Utc>>,
     /// Only jobs created before this time (RFC 3339); a range that ends before it starts
     /// matches nothing.
+    #[oai(skip_serializing_if_is_none)]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub created_before: Option<DateTime<Utc>>,
     /// Only jobs whose last error contains this text (case-insensitive).
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200), skip_serializing_if_is_none)]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub error_contains: Option<String>,
     /// Retry at most this many jobs, oldest first (1-10000, default 1000).
-    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
+    #[oai(
+        validator(minimum(value = "1"), maximum(value = "10000")),
+        skip_serializing_if_is_none
+    )]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub limit: Option<u32>,
     /// Only count what would be retried (default false).
@@ -67,6 +73,7 @@ impl BodyLimit for BulkRetryRequest {
 
 /// What a bulk retry did (or would do).
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct BulkRetryResult {
     /// Failed or cancelled jobs matching the filter.
     pub matched: i64,
@@ -78,6 +85,7 @@ pub struct BulkRetryResult {
 
 /// Jobs per status.
 #[derive(Debug, Default, Object)]
+#[oai(example)]
 pub struct StatusCounts {
     /// Number of jobs in status `scheduled` (waiting for their `run_at`).
     pub scheduled: i64,
@@ -112,6 +120,7 @@ impl StatusCounts {
 
 /// Jobs per kind.
 #[derive(Debug, Default, Object)]
+#[oai(example)]
 pub struct KindCounts {
     /// Number of jobs of kind `email`.
     pub email: i64,
@@ -123,6 +132,7 @@ pub struct KindCounts {
 
 /// How many jobs match a filter, by status and by kind.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct JobCounts {
     /// Number of jobs matching the filter.
     pub total: i64,
@@ -134,6 +144,7 @@ pub struct JobCounts {
 
 /// The state of one kind's queue.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct KindStats {
     /// The kind these figures are about.
     pub kind: JobKind,
@@ -159,11 +170,109 @@ pub struct KindStats {
 
 /// Queue statistics per kind.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Stats {
     /// One entry per kind: `email`, `long_running`, `hash`.
     pub kinds: Vec<KindStats>,
     /// The window of the run-time figures, in seconds.
     pub window_seconds: f64,
+}
+
+impl Example for BulkRetryRequest {
+    /// A dry run: how many emails that failed to connect would be retried.
+    fn example() -> Self {
+        BulkRetryRequest {
+            status: vec![JobStatus::Failed],
+            kind: vec![JobKind::Email],
+            created_after: Some(crate::api::models::at("2026-01-15T00:00:00Z")),
+            created_before: None,
+            error_contains: Some("connection refused".to_owned()),
+            limit: Some(100),
+            dry_run: true,
+        }
+    }
+}
+
+impl Example for BulkRetryResult {
+    fn example() -> Self {
+        BulkRetryResult {
+            matched: 12,
+            retried: 12,
+            dry_run: true,
+        }
+    }
+}
+
+impl Example for StatusCounts {
+    fn example() -> Self {
+        StatusCounts {
+            scheduled: 2,
+            queued: 5,
+            running: 1,
+            retrying: 1,
+            succeeded: 120,
+            failed: 3,
+            cancelled: 1,
+        }
+    }
+}
+
+impl Example for KindCounts {
+    fn example() -> Self {
+        KindCounts {
+            email: 40,
+            long_running: 13,
+            hash: 80,
+        }
+    }
+}
+
+impl Example for JobCounts {
+    fn example() -> Self {
+        JobCounts {
+            total: 133,
+            by_status: StatusCounts::example(),
+            by_kind: KindCounts::example(),
+        }
+    }
+}
+
+impl Example for KindStats {
+    fn example() -> Self {
+        KindStats {
+            kind: JobKind::Hash,
+            counts: StatusCounts::example(),
+            paused: false,
+            rate_limit_per_second: None,
+            oldest_queued_age_seconds: Some(1.5),
+            finished_last_minute: 42,
+            run_time_mean_ms: Some(12.5),
+            run_time_p95_ms: Some(30.0),
+        }
+    }
+}
+
+impl Example for Stats {
+    fn example() -> Self {
+        let idle = |kind| KindStats {
+            kind,
+            counts: StatusCounts::default(),
+            paused: false,
+            rate_limit_per_second: None,
+            oldest_queued_age_seconds: None,
+            finished_last_minute: 0,
+            run_time_mean_ms: None,
+            run_time_p95_ms: None,
+        };
+        Stats {
+            kinds: vec![
+                idle(JobKind::Email),
+                idle(JobKind::LongRunning),
+                KindStats::example(),
+            ],
+            window_seconds: STATS_WINDOW_SECS,
+        }
+    }
 }
 
 fn ops_error(e: OpsError, action: &str) -> ApiError {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -21,6 +22,7 @@ pub struct QueuesApi {
 
 /// The controls of one kind's queue.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct QueueState {
     /// The kind whose queue this is.
     pub kind: JobKind,
@@ -39,6 +41,7 @@ pub struct QueueState {
 
 /// Every kind's queue.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct QueueList {
     /// One entry per kind: `email`, `long_running`, `hash`.
     pub queues: Vec<QueueState>,
@@ -46,12 +49,43 @@ pub struct QueueList {
 
 /// A new rate limit.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Jobs started per second at most (0.01-100000), across all worker processes.
     #[oai(validator(minimum(value = "0.01"), maximum(value = "100000")))]
     pub per_second: f64,
+}
+
+impl Example for QueueState {
+    /// The email queue, rate-limited by an operator.
+    fn example() -> Self {
+        QueueState {
+            kind: JobKind::Email,
+            paused: false,
+            rate_limit_per_second: Some(50.0),
+            updated_at: Some(crate::api::models::at("2026-01-15T08:00:00Z")),
+            updated_by: Some("ops-console".to_owned()),
+        }
+    }
+}
+
+impl Example for QueueList {
+    fn example() -> Self {
+        QueueList {
+            queues: vec![
+                QueueState::example(),
+                state(JobKind::LongRunning, None),
+                state(JobKind::Hash, None),
+            ],
+        }
+    }
+}
+
+impl Example for RateLimit {
+    fn example() -> Self {
+        RateLimit { per_second: 50.0 }
+    }
 }
 
 impl BodyLimit for RateLimit {

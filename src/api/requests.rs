@@ -109,6 +109,7 @@ job_request! {
     #[oai(example)]
     EnqueueEmail,
     /// An email to send at each tick of a schedule.
+    #[oai(example)]
     ScheduledEmail,
     {
         /// Recipient address, e.g. `ada@example.com` (no display name, quotes or IP literals).
@@ -133,6 +134,7 @@ job_request! {
     #[oai(example)]
     EnqueueLongRunning,
     /// A long-running job to run at each tick of a schedule.
+    #[oai(example)]
     ScheduledLongRunning,
     {
         /// Number of steps (1-10000).
@@ -149,6 +151,7 @@ job_request! {
     #[oai(example)]
     EnqueueHash,
     /// A hash job to run at each tick of a schedule.
+    #[oai(example)]
     ScheduledHash,
     {
         /// The input: text (hashed as its UTF-8 bytes, at most 1048576 characters) or
@@ -216,6 +219,47 @@ impl Example for EnqueueHash {
     }
 }
 
+impl Example for ScheduledEmail {
+    fn example() -> Self {
+        Self {
+            to: "ops@example.com".to_owned(),
+            subject: "Daily report".to_owned(),
+            body: "The daily report is ready.\n".to_owned(),
+            max_attempts: Some(3),
+            priority: None,
+            timeout_ms: None,
+            tags: Some(vec!["report".to_owned()]),
+        }
+    }
+}
+
+impl Example for ScheduledLongRunning {
+    fn example() -> Self {
+        Self {
+            steps: 5,
+            step_duration_ms: 200,
+            max_attempts: None,
+            priority: None,
+            timeout_ms: None,
+            tags: None,
+        }
+    }
+}
+
+impl Example for ScheduledHash {
+    fn example() -> Self {
+        Self {
+            data: HashData::Text("data1".to_owned()),
+            repeat: Some(1000),
+            algorithm: Some(HashAlgorithm::Sha256),
+            max_attempts: None,
+            priority: None,
+            timeout_ms: None,
+            tags: Some(vec!["digest".to_owned()]),
+        }
+    }
+}
+
 /// A hash job's input: text (hashed as its UTF-8 bytes, at most 1048576 characters), or binary
 /// as `{"base64": "..."}`.
 // The text branch's length bound is added to the spec in `api::contract`: a union variant
@@ -230,7 +274,7 @@ pub enum HashData {
 
 /// Binary input as standard padded base64 (at most 1398104 characters).
 #[derive(Debug, Clone, Object, Deserialize, Serialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 #[serde(deny_unknown_fields)]
 pub struct Base64Data {
     /// The bytes, standard base64 with padding (`+/`, `=`), e.g. `ZGF0YTE=` for `data1`.
@@ -239,6 +283,15 @@ pub struct Base64Data {
         pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
     ))]
     pub base64: String,
+}
+
+impl Example for Base64Data {
+    /// The bytes of `data1`.
+    fn example() -> Self {
+        Self {
+            base64: "ZGF0YTE=".to_owned(),
+        }
+    }
 }
 
 impl BodyLimit for EnqueueEmail {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -12,7 +13,8 @@ use crate::api::ApiTags;
 use crate::api::auth::ApiKey;
 use crate::api::body::{BodyLimit, JsonBody};
 use crate::api::error::ApiError;
-use crate::api::requests::{JobRequest, ScheduledJob};
+use crate::api::models::at;
+use crate::api::requests::{JobRequest, ScheduledHash, ScheduledJob};
 use crate::auth::{Principal, Role};
 use crate::config::ApiConfig;
 use crate::domain::{JobKind, JobOptions};
@@ -51,7 +53,7 @@ impl MissedTicks {
 
 /// A new recurring job.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     /// Unique per tenant: 1-100 letters, digits or `-_.`.
@@ -69,14 +71,19 @@ pub struct CreateSchedule {
     ))]
     pub cron: String,
     /// IANA time zone of the expression; `UTC` when omitted.
+    #[oai(skip_serializing_if_is_none)]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub timezone: Option<TimeZone>,
     /// `run_once` (default) or `skip`.
+    #[oai(skip_serializing_if_is_none)]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub missed: Option<MissedTicks>,
     /// The tenant that owns the jobs (1-100 letters, digits or `-_.@`); the key's tenant when
     /// omitted.
-    #[oai(validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"))]
+    #[oai(
+        validator(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9._@-]{1,100}$"),
+        skip_serializing_if_is_none
+    )]
     #[serde(default, deserialize_with = "crate::api::body::present")]
     pub tenant: Option<String>,
     /// The job to enqueue at each tick (`kind` says which), with the options of any job
@@ -168,6 +175,7 @@ impl BodyLimit for CreateSchedule {
 
 /// A recurring job.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Schedule {
     /// The schedule's id.
     pub id: Uuid,
@@ -201,9 +209,53 @@ pub struct Schedule {
 
 /// Every schedule the key may see.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct ScheduleList {
     /// The schedules, ordered by tenant and name.
     pub schedules: Vec<Schedule>,
+}
+
+impl Example for CreateSchedule {
+    /// A hash job at 9:00 on weekdays, Berlin time.
+    fn example() -> Self {
+        CreateSchedule {
+            name: "weekday-digest".to_owned(),
+            cron: "0 9 * * 1-5".to_owned(),
+            timezone: Some(TimeZone("Europe/Berlin".to_owned())),
+            missed: Some(MissedTicks::RunOnce),
+            tenant: None,
+            job: ScheduledJob::Hash(ScheduledHash::example()),
+        }
+    }
+}
+
+impl Example for Schedule {
+    /// The schedule of `CreateSchedule`'s example, after its first tick.
+    fn example() -> Self {
+        Schedule {
+            id: Uuid::from_u128(0x019bc0e8_5a21_7c44_9f0e_3b7d2a6c8e91),
+            name: "weekday-digest".to_owned(),
+            tenant: "default".to_owned(),
+            cron: "0 9 * * 1-5".to_owned(),
+            timezone: "Europe/Berlin".to_owned(),
+            kind: JobKind::Hash,
+            missed: MissedTicks::RunOnce,
+            paused: false,
+            next_run_at: Some(at("2026-01-16T08:00:00Z")),
+            last_run_at: Some(at("2026-01-15T08:00:00Z")),
+            created_by: "ops-console".to_owned(),
+            created_at: at("2026-01-14T16:20:00Z"),
+            job: ScheduledJob::Hash(ScheduledHash::example()),
+        }
+    }
+}
+
+impl Example for ScheduleList {
+    fn example() -> Self {
+        ScheduleList {
+            schedules: vec![Schedule::example()],
+        }
+    }
 }
 
 #[derive(ApiResponse)]

@@ -454,7 +454,11 @@ async fn a_rate_limit_holds_across_two_worker_processes(_: PgPoolOptions, db: Pg
     let n = starts.iter().filter(|t| **t >= from && **t < to).count();
     assert!(
         (45..=55).contains(&n),
-        "{n} jobs started in 10 s at a limit of 5/s: {:?}", starts.iter().map(|t| (*t - starts[0]).num_milliseconds()).collect::<Vec<_>>()
+        "{n} jobs started in 10 s at a limit of 5/s: {:?}",
+        starts
+            .iter()
+            .map(|t| (*t - starts[0]).num_milliseconds())
+            .collect::<Vec<_>>()
     );
 }
 
