@@ -30,11 +30,13 @@ pub async fn finish(
     backoff: &Backoff,
     progress_done: u32,
 ) -> Result<Finished, StoreError> {
-    let mut tx = pool.begin().await?;
-    let finished = finish_in(&mut tx, job, outcome, backoff, progress_done).await?;
-    store::queue::delete(&mut tx, std::slice::from_ref(&job.task_id)).await?;
-    tx.commit().await?;
-    Ok(finished)
+    let one = Outcome {
+        job,
+        outcome,
+        progress_done,
+    };
+    let mut finished = finish_many(pool, std::slice::from_ref(&one), backoff).await?;
+    Ok(finished.pop().unwrap_or(Finished::NotOwner))
 }
 
 /// The outcome of one attempt, for [`finish_many`].
@@ -65,8 +67,8 @@ pub async fn finish_many(
                 results.push(result.clone());
                 finished.push(None);
             }
-            Err(_) => {
-                let f = finish_in(&mut tx, o.job, o.outcome, backoff, o.progress_done).await?;
+            Err(error) => {
+                let f = finish_failed(&mut tx, o.job, error, backoff, o.progress_done).await?;
                 finished.push(Some(f));
             }
         }
@@ -101,11 +103,12 @@ pub async fn finish_many(
         .collect())
 }
 
-/// Records `outcome` inside `tx` (status row, next queue entry, event); the caller commits.
-async fn finish_in(
+/// Records an attempt that did not succeed inside `tx` (status row, next queue entry, event);
+/// the caller commits. (Successes are recorded set-wise by [`finish_many`].)
+async fn finish_failed(
     tx: &mut PgConnection,
     job: &JobRow,
-    outcome: &Result<Value, JobError>,
+    error: &JobError,
     backoff: &Backoff,
     progress_done: u32,
 ) -> Result<Finished, StoreError> {
@@ -114,13 +117,8 @@ async fn finish_in(
             format!("unknown job kind {:?}", job.kind).into(),
         ))
     })?;
-    let (row, event, data, finished) = match outcome {
-        Ok(result) => {
-            let row = store::jobs::succeed(&mut *tx, job.id, &job.task_id, result).await?;
-            let data = json!({ "attempt": job.attempt, "result": result });
-            (row, EventType::Succeeded, data, Finished::Succeeded)
-        }
-        Err(JobError::Retryable(error)) if job.attempt < job.max_attempts => {
+    let (row, event, data, finished) = match error {
+        JobError::Retryable(error) if job.attempt < job.max_attempts => {
             let attempt = u32::try_from(job.attempt).unwrap_or(1);
             let delay = backoff.next_delay(attempt);
             let at = Utc::now() + delay;
@@ -151,12 +149,12 @@ async fn finish_in(
             });
             (row, EventType::Retrying, data, Finished::Retrying)
         }
-        Err(JobError::Retryable(error) | JobError::Permanent(error)) => {
+        JobError::Retryable(error) | JobError::Permanent(error) => {
             let row = store::jobs::fail(&mut *tx, job.id, &job.task_id, error).await?;
             let data = json!({ "attempt": job.attempt, "error": error });
             (row, EventType::Failed, data, Finished::Failed)
         }
-        Err(JobError::Interrupted) => {
+        JobError::Interrupted => {
             let next = Ulid::generate();
             let done = i32::try_from(progress_done).unwrap_or(i32::MAX);
             let row = store::jobs::release(&mut *tx, job.id, &job.task_id, &next.to_string(), done)
@@ -174,7 +172,7 @@ async fn finish_in(
                 json!({ "attempt": job.attempt, "reason": "worker shutdown", "resume_from": done });
             (row, EventType::Queued, data, Finished::Released)
         }
-        Err(JobError::Lost) => (None, EventType::Failed, Value::Null, Finished::NotOwner),
+        JobError::Lost => (None, EventType::Failed, Value::Null, Finished::NotOwner),
     };
     let Some(row) = row else {
         return Ok(Finished::NotOwner);

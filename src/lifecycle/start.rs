@@ -51,13 +51,7 @@ pub async fn start(
     }
 
     let running = store::jobs::mark_running(&mut tx, job_id, worker).await?;
-    let data = json!({
-        "attempt": running.attempt,
-        "max_attempts": running.max_attempts,
-        "worker": worker,
-        "resumed_from": running.progress_done,
-        "rescued": rescued,
-    });
+    let data = started_data(&running, worker, rescued);
     store::events::insert(&mut tx, &running, EventType::Started, &data).await?;
     tx.commit().await?;
     Ok(Start::Run(std::sync::Arc::new(running)))
@@ -80,15 +74,7 @@ pub async fn start_many(
     if !rows.is_empty() {
         let data: Vec<Value> = rows
             .iter()
-            .map(|r| {
-                json!({
-                    "attempt": r.attempt,
-                    "max_attempts": r.max_attempts,
-                    "worker": worker,
-                    "resumed_from": r.progress_done,
-                    "rescued": false,
-                })
-            })
+            .map(|r| started_data(r, worker, false))
             .collect();
         store::events::insert_many(conn, &rows, EventType::Started, &data).await?;
     }
@@ -114,4 +100,15 @@ pub async fn unstart_many(
         store::events::insert_many(conn, &rows, EventType::Queued, &data).await?;
     }
     Ok(())
+}
+
+/// The data of a `started` event for `row` as the attempt began.
+fn started_data(row: &JobRow, worker: &str, rescued: bool) -> Value {
+    json!({
+        "attempt": row.attempt,
+        "max_attempts": row.max_attempts,
+        "worker": worker,
+        "resumed_from": row.progress_done,
+        "rescued": rescued,
+    })
 }

@@ -543,7 +543,7 @@ pub async fn unstart_many(
 }
 
 /// `running` -> `succeeded` for many attempts at once (`results[i]` of attempt `task_ids[i]` of
-/// job `ids[i]`), fenced like [`succeed`]; returns the rows that changed.
+/// job `ids[i]`), fenced on the attempt and its `running` status; returns the rows that changed.
 pub async fn succeed_many(
     conn: &mut PgConnection,
     ids: &[Uuid],
@@ -592,30 +592,6 @@ pub async fn set_progress(
         id,
         task_id,
         done
-    )
-    .fetch_optional(conn)
-    .await
-}
-
-/// `running` -> `succeeded`, fenced on the attempt.
-pub async fn succeed(
-    conn: &mut PgConnection,
-    id: Uuid,
-    task_id: &str,
-    result: &Value,
-) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as!(
-        JobRow,
-        r#"
-        UPDATE jobq.jobs
-        SET status = 'succeeded', result = $3, progress_done = progress_total,
-            finished_at = now(), updated_at = now()
-        WHERE id = $1 AND task_id = $2 AND status = 'running'
-        RETURNING *
-        "#,
-        id,
-        task_id,
-        result
     )
     .fetch_optional(conn)
     .await
