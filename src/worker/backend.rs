@@ -81,7 +81,11 @@ impl QueuePersistence {
     /// Fetches what is due, no more than the kind's rate limit allows right now.
     async fn fetch_once(&self, worker: &WorkerContext) -> Result<Fetched, Error> {
         let control = self.controls.get(self.kind);
-        if control.paused {
+        // Controls not loaded yet (the process just started): a rate limit may apply, so ask the
+        // database for tokens (none needed if the kind has no limit). A pause is also checked
+        // by the fetch statement itself.
+        let rate_limited = control.is_none_or(|c| c.rate_limited);
+        if control.is_some_and(|c| c.paused) {
             return Ok(Fetched {
                 tasks: Vec::new(),
                 look_again_in: None,
@@ -95,7 +99,7 @@ impl QueuePersistence {
             .saturating_sub(self.started.held(self.kind))
             .max(1);
         let batch = self.config.batch_size.min(free) as i32;
-        let allowed = if control.rate_limited {
+        let allowed = if rate_limited {
             match store::queues::take_tokens(&mut conn, self.kind.as_str(), batch).await? {
                 Some(t) if t.taken == 0 => {
                     let wait = ((1.0 - t.left) / t.rate).max(0.001);
@@ -132,7 +136,7 @@ impl QueuePersistence {
         tx.commit().await?;
         self.started.hold(self.kind, tasks.len());
         self.started.insert(started);
-        if control.rate_limited && (tasks.len() as i32) < allowed {
+        if rate_limited && (tasks.len() as i32) < allowed {
             store::queues::refund_tokens(
                 &mut conn,
                 self.kind.as_str(),

@@ -16,9 +16,10 @@ pub struct Control {
     pub rate_limited: bool,
 }
 
+/// `None` until the first load: until then nothing is known, not "no controls".
 #[derive(Clone, Default)]
 pub struct QueueControls {
-    inner: Arc<RwLock<HashMap<JobKind, Control>>>,
+    inner: Arc<RwLock<Option<HashMap<JobKind, Control>>>>,
 }
 
 impl QueueControls {
@@ -37,16 +38,17 @@ impl QueueControls {
             })
             .collect();
         if let Ok(mut inner) = self.inner.write() {
-            *inner = fresh;
+            *inner = Some(fresh);
         }
         Ok(())
     }
 
-    pub fn get(&self, kind: JobKind) -> Control {
-        self.inner
-            .read()
-            .ok()
-            .and_then(|m| m.get(&kind).copied())
-            .unwrap_or_default()
+    /// The controls of `kind`; `None` while they have not been loaded yet (a worker must then
+    /// assume a rate limit may apply and ask the database).
+    pub fn get(&self, kind: JobKind) -> Option<Control> {
+        let inner = self.inner.read().ok()?;
+        inner
+            .as_ref()
+            .map(|m| m.get(&kind).copied().unwrap_or_default())
     }
 }
