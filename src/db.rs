@@ -66,15 +66,16 @@ pub async fn pool(cfg: &DbConfig, options: PgConnectOptions) -> anyhow::Result<P
         .context("cannot connect to Postgres")
 }
 
-/// Applies jobq's migrations, then apalis-postgres' own (schema `apalis`). Both are idempotent
-/// and serialised by sqlx's migration lock, so concurrent starts are safe.
+/// Applies apalis-postgres' migrations (schema `apalis`), then jobq's own, which adjust the queue
+/// table's trigger and so need it to exist. Both are idempotent and serialised by sqlx's migration
+/// lock, so concurrent starts are safe.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    apalis_postgres::PostgresStorage::setup(pool)
+        .await
+        .context("applying apalis-postgres migrations")?;
     MIGRATOR
         .run(pool)
         .await
         .context("applying jobq migrations")?;
-    apalis_postgres::PostgresStorage::setup(pool)
-        .await
-        .context("applying apalis-postgres migrations")?;
     Ok(())
 }

@@ -438,7 +438,7 @@ impl JobsApi {
             (Some(one), true) => self.enqueuer.enqueue(one).await.map(|d| vec![d]),
             (last, _) => {
                 reqs.extend(last);
-                lifecycle::enqueue_many(&self.pool, reqs).await
+                lifecycle::enqueue_many(&self.pool, &reqs).await
             }
         };
         match accepted {

@@ -10,9 +10,9 @@ use sqlx::PgPool;
 use ulid::Ulid;
 use uuid::Uuid;
 
-use crate::domain::{EventType, JobKind, JobOptions};
+use crate::domain::{JobKind, JobOptions};
 use crate::lifecycle::StoreError;
-use crate::store::{self, JobRow, jobs::NewJob, queue::Entry};
+use crate::store::{self, JobRow, jobs::NewJob};
 
 /// A validated job to accept.
 #[derive(Debug, Clone)]
@@ -79,107 +79,87 @@ impl From<sqlx::Error> for EnqueueError {
 }
 
 pub async fn enqueue(pool: &PgPool, req: EnqueueRequest) -> Result<Enqueued, EnqueueError> {
-    let mut done = enqueue_many(pool, vec![req]).await?;
+    let mut done = enqueue_many(pool, std::slice::from_ref(&req)).await?;
     done.pop()
         .ok_or_else(|| EnqueueError::Store(sqlx::Error::RowNotFound.into()))
 }
 
-/// Accepts all of `reqs` in one transaction, in order, or none: a request whose idempotency
-/// key was used before is a replay (the earlier job) if it is the same request, and makes the
-/// whole call fail with [`EnqueueError::KeyReused`] otherwise.
+/// Accepts all of `reqs` at once, in order, or none. Without idempotency keys that is one
+/// statement committing by itself; with keys it is a transaction, since a request whose key was
+/// used before is a replay (the earlier job) if it is the same request and makes the whole call
+/// fail with [`EnqueueError::KeyReused`] otherwise.
 pub async fn enqueue_many(
     pool: &PgPool,
-    reqs: Vec<EnqueueRequest>,
+    reqs: &[EnqueueRequest],
 ) -> Result<Vec<Enqueued>, EnqueueError> {
     let now = Utc::now();
     let mut new = Vec::with_capacity(reqs.len());
-    for req in &reqs {
+    for req in reqs {
+        let id = Uuid::now_v7();
         let due_later = req.options.run_at.is_some_and(|at| at > now);
+        // A scheduled job's first event is `queued` too (its status says `scheduled`).
+        let mut event_data = json!({ "attempt": 0 });
+        if let Some(at) = req.options.run_at {
+            event_data["run_at"] = json!(at);
+        }
+        if let Some(origin) = &req.origin {
+            event_data["origin"] = origin.clone();
+        }
         new.push(NewJob {
-            id: Uuid::now_v7(),
-            kind: req.kind.as_str(),
+            id,
+            kind: req.kind,
             status: if due_later { "scheduled" } else { "queued" },
-            payload: req.payload.clone(),
+            payload: &req.payload,
             progress_total: i32::try_from(req.progress_total).unwrap_or(i32::MAX),
             max_attempts: i32::try_from(req.options.max_attempts).unwrap_or(i32::MAX),
             task_id: Ulid::generate().to_string(),
-            owner: req.owner.clone(),
-            idempotency_key: req.idempotency_key.clone(),
-            request_hash: req.fingerprint(),
+            owner: &req.owner,
+            idempotency_key: req.idempotency_key.as_deref(),
+            request_hash: req.idempotency_key.as_ref().map(|_| req.fingerprint()),
             run_at: req.options.run_at,
             priority: req.options.priority,
             timeout_ms: req
                 .options
                 .timeout
                 .map(|t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX)),
-            tags: req.options.tags.clone(),
+            tags: &req.options.tags,
+            entry_args: store::queue::entry_args(id)?,
+            event_data,
         });
+    }
+
+    if new.iter().all(|job| job.idempotency_key.is_none()) {
+        let created = store::jobs::accept_many(pool, &new).await?;
+        if created.len() != new.len() {
+            // Cannot happen without keys; never answer 2xx for jobs that were not written.
+            return Err(sqlx::Error::RowNotFound.into());
+        }
+        return Ok(created.into_iter().map(Enqueued::Created).collect());
     }
 
     let mut tx = pool.begin().await?;
-    let created = store::jobs::insert_many(&mut tx, &new).await?;
-    let mut replays: HashMap<Uuid, JobRow> = HashMap::new();
-    if created.len() < new.len() {
-        // Some keys were taken: the insert waited for their transactions, so the earlier jobs
-        // are visible now. Every one of them must be the same request.
-        let created_ids: std::collections::HashSet<Uuid> = created.iter().map(|r| r.id).collect();
-        for (req, job) in reqs.iter().zip(&new) {
-            if created_ids.contains(&job.id) {
-                continue;
-            }
-            let key = req.idempotency_key.clone().unwrap_or_default();
-            let existing = store::jobs::get_by_idempotency_keys(&mut *tx, &req.owner, &[key])
-                .await?
-                .pop()
-                .ok_or(sqlx::Error::RowNotFound)?;
-            if existing.request_hash.as_deref() != Some(job.request_hash.as_slice()) {
-                return Err(EnqueueError::KeyReused {
-                    job_id: existing.id,
-                });
-            }
-            replays.insert(job.id, existing);
-        }
-    }
-
-    let mut by_kind: HashMap<JobKind, Vec<Entry>> = HashMap::new();
-    let mut data = Vec::with_capacity(created.len());
-    let origin: HashMap<Uuid, Option<&Value>> = reqs
-        .iter()
-        .zip(&new)
-        .map(|(req, job)| (job.id, req.origin.as_ref()))
-        .collect();
-    for row in &created {
-        let mut event = json!({ "attempt": 0 });
-        if let Some(at) = row.run_at {
-            event["run_at"] = json!(at);
-        }
-        if let Some(Some(extra)) = origin.get(&row.id) {
-            event["origin"] = (*extra).clone();
-        }
-        data.push(event);
-        let kind =
-            JobKind::parse(&row.kind).ok_or_else(|| sqlx::Error::Decode("job kind".into()))?;
-        let task_id = Ulid::from_string(&row.task_id).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        by_kind.entry(kind).or_default().push(Entry {
-            task_id,
-            job_id: row.id,
-            run_at: row.run_at,
-            priority: row.priority,
-        });
-    }
-    for (kind, entries) in &by_kind {
-        store::queue::push(&mut tx, *kind, entries).await?;
-    }
-    // A scheduled job's first event is `queued` too (its status says `scheduled`).
-    store::events::insert_many(&mut tx, &created, EventType::Queued, &data).await?;
-    tx.commit().await?;
-
+    let created = store::jobs::accept_many(&mut *tx, &new).await?;
     let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|r| (r.id, r)).collect();
-    Ok(new
-        .iter()
-        .filter_map(|job| match created.remove(&job.id) {
-            Some(row) => Some(Enqueued::Created(row)),
-            None => replays.remove(&job.id).map(Enqueued::Replayed),
-        })
-        .collect())
+    let mut done = Vec::with_capacity(new.len());
+    for job in &new {
+        if let Some(row) = created.remove(&job.id) {
+            done.push(Enqueued::Created(row));
+            continue;
+        }
+        // The key was taken: the insert waited for that transaction, so the earlier job is
+        // visible now. It must be the same request.
+        let key = job.idempotency_key.unwrap_or_default().to_owned();
+        let existing = store::jobs::get_by_idempotency_keys(&mut *tx, job.owner, &[key])
+            .await?
+            .pop()
+            .ok_or(sqlx::Error::RowNotFound)?;
+        if existing.request_hash != job.request_hash {
+            return Err(EnqueueError::KeyReused {
+                job_id: existing.id,
+            });
+        }
+        done.push(Enqueued::Replayed(existing));
+    }
+    tx.commit().await?;
+    Ok(done)
 }

@@ -1,16 +1,18 @@
-//! Group commit for single enqueues: requests arriving while the previous transaction commits
-//! are accepted together in the next one. One commit (one fsync) then serves many concurrent
-//! HTTP requests; a lone request goes at once, nothing waits to fill a group.
+//! Group commit for single enqueues: requests arriving while earlier groups commit are accepted
+//! together in the next one. One commit (one fsync) then serves many concurrent HTTP requests;
+//! a lone request goes at once, nothing waits to fill a group.
 
 use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::lifecycle::{EnqueueError, EnqueueRequest, Enqueued, enqueue_many};
 
 /// Most requests accepted in one transaction.
 const MAX_GROUP: usize = 256;
+/// Groups being written at once: while one waits for its commit, the next is written.
+const GROUPS_IN_FLIGHT: usize = 4;
 
 type Reply = oneshot::Sender<Result<Enqueued, EnqueueError>>;
 
@@ -52,35 +54,57 @@ impl Enqueuer {
 }
 
 async fn single(pool: &PgPool, req: EnqueueRequest) -> Result<Enqueued, EnqueueError> {
-    enqueue_many(pool, vec![req])
+    enqueue_many(pool, std::slice::from_ref(&req))
         .await?
         .pop()
         .ok_or_else(|| EnqueueError::Store(sqlx::Error::RowNotFound.into()))
 }
 
 async fn accept_groups(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(EnqueueRequest, Reply)>) {
+    let in_flight = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut group = Vec::new();
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (reqs, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        if reqs.len() == 1 {
-            let req = reqs.into_iter().next();
-            if let (Some(req), Some(reply)) = (req, replies.into_iter().next()) {
-                let _ = reply.send(single(&pool, req).await);
-            }
-            continue;
+    loop {
+        // Take a slot first: while all groups are in flight, requests gather for the next one.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut group, MAX_GROUP).await == 0 {
+            return;
         }
-        match enqueue_many(&pool, reqs.clone()).await {
+        let (reqs, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            accept_group(&pool, reqs, replies).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn accept_group(pool: &PgPool, reqs: Vec<EnqueueRequest>, replies: Vec<Reply>) {
+    if reqs.len() > 1 {
+        match enqueue_many(pool, &reqs).await {
             Ok(done) if done.len() == replies.len() => {
                 for (reply, d) in replies.into_iter().zip(done) {
                     let _ = reply.send(Ok(d));
                 }
+                return;
             }
-            _ => {
-                // One request must not fail the others: accept them one by one.
-                for (req, reply) in reqs.into_iter().zip(replies) {
-                    let _ = reply.send(single(&pool, req).await);
+            // The database is out of reach, and the group may even have committed just before
+            // the connection broke: writing the jobs again one by one could accept them twice.
+            Err(EnqueueError::Store(e)) if e.is_unavailable() => {
+                let cause = e.to_string();
+                for reply in replies {
+                    let lost =
+                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, cause.clone());
+                    let _ = reply.send(Err(EnqueueError::Store(sqlx::Error::Io(lost).into())));
                 }
+                return;
             }
+            // Some request was refused: one must not fail the others, so each goes alone.
+            _ => {}
         }
+    }
+    for (req, reply) in reqs.into_iter().zip(replies) {
+        let _ = reply.send(single(pool, req).await);
     }
 }

@@ -178,16 +178,21 @@ pub async fn head(ex: impl PgExecutor<'_>) -> sqlx::Result<Position> {
 /// Whether any committed event lies after `after`: final or still held back behind a running
 /// transaction. (A reader that just read everything final re-reads soon while this is true.)
 pub async fn any_after(ex: impl PgExecutor<'_>, after: Position) -> sqlx::Result<bool> {
-    let pending = sqlx::query_scalar!(
+    // Not `SELECT EXISTS (...)`: the planner drops the order inside EXISTS and may then scan the
+    // whole table for a first row (statistics taken while the log was small make it think most
+    // rows qualify), which at the end of the log finds none after reading every row. Ordered
+    // by the index, it reads from `after` on.
+    let next = sqlx::query_scalar!(
         r#"
-        SELECT EXISTS (
-            SELECT 1 FROM jobq.job_events WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint)
-        ) AS "pending!"
+        SELECT id FROM jobq.job_events
+        WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint)
+        ORDER BY xid, id
+        LIMIT 1
         "#,
         after.xid,
         after.id
     )
-    .fetch_one(ex)
+    .fetch_optional(ex)
     .await?;
-    Ok(pending)
+    Ok(next.is_some())
 }

@@ -6,6 +6,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::JobKind;
+
 /// One row of `jobq.jobs`, as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -36,75 +38,115 @@ pub struct JobRow {
     pub tags: Vec<String>,
 }
 
-/// A job to insert.
-pub struct NewJob {
+/// A job to accept: its status row, its first queue entry and its `queued` event.
+pub struct NewJob<'a> {
     pub id: Uuid,
-    pub kind: &'static str,
+    pub kind: JobKind,
     pub status: &'static str,
-    pub payload: Value,
+    pub payload: &'a Value,
     pub progress_total: i32,
     pub max_attempts: i32,
     pub task_id: String,
-    pub owner: String,
-    pub idempotency_key: Option<String>,
-    pub request_hash: Vec<u8>,
+    pub owner: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    /// Only with an idempotency key: tells a replay from a different request.
+    pub request_hash: Option<Vec<u8>>,
     pub run_at: Option<DateTime<Utc>>,
     pub priority: i32,
     pub timeout_ms: Option<i32>,
-    pub tags: Vec<String>,
+    pub tags: &'a [String],
+    /// The arguments of the queue entry (see [`crate::store::queue::entry_args`]).
+    pub entry_args: Vec<u8>,
+    /// The data of the `queued` event.
+    pub event_data: Value,
 }
 
-/// Inserts jobs in one statement; a job whose owner already has a job with its idempotency
-/// key is skipped (not returned).
-pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> sqlx::Result<Vec<JobRow>> {
-    let column = |f: fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
+/// Inserts the status rows, queue entries and `queued` events of `jobs` in one statement (one
+/// round trip; without an open transaction it commits by itself). A job whose owner already
+/// has a job with its idempotency key is skipped: no row, entry or event, and not returned.
+/// Entries due now are announced by the queue table's insert trigger (NOTIFY at commit).
+pub async fn accept_many(
+    ex: impl PgExecutor<'_>,
+    jobs: &[NewJob<'_>],
+) -> sqlx::Result<Vec<JobRow>> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let kinds = column(|j| j.kind.to_owned());
-    let statuses = column(|j| j.status.to_owned());
-    let payloads: Vec<Value> = jobs.iter().map(|j| j.payload.clone()).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.kind.queue()).collect();
+    let statuses: Vec<&str> = jobs.iter().map(|j| j.status).collect();
+    let payloads: Vec<&Value> = jobs.iter().map(|j| j.payload).collect();
     let totals: Vec<i32> = jobs.iter().map(|j| j.progress_total).collect();
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let task_ids = column(|j| j.task_id.clone());
-    let owners = column(|j| j.owner.clone());
-    let keys: Vec<Option<String>> = jobs.iter().map(|j| j.idempotency_key.clone()).collect();
-    let hashes: Vec<Vec<u8>> = jobs.iter().map(|j| j.request_hash.clone()).collect();
+    let task_ids: Vec<&str> = jobs.iter().map(|j| j.task_id.as_str()).collect();
+    let owners: Vec<&str> = jobs.iter().map(|j| j.owner).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key).collect();
+    let hashes: Vec<Option<&[u8]>> = jobs.iter().map(|j| j.request_hash.as_deref()).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
     let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
     let timeouts: Vec<Option<i32>> = jobs.iter().map(|j| j.timeout_ms).collect();
     // unnest() flattens a two-dimensional array, so each job's tags travel as a JSON array.
-    let tags: Vec<Value> = jobs.iter().map(|j| Value::from(j.tags.clone())).collect();
+    let tags: Vec<Value> = jobs.iter().map(|j| Value::from(j.tags)).collect();
+    let args: Vec<&[u8]> = jobs.iter().map(|j| j.entry_args.as_slice()).collect();
+    let event_data: Vec<&Value> = jobs.iter().map(|j| &j.event_data).collect();
     sqlx::query_as!(
         JobRow,
         r#"
-        INSERT INTO jobq.jobs
-            (id, kind, status, payload, progress_total, max_attempts, task_id, owner,
-             idempotency_key, request_hash, run_at, priority, timeout_ms, tags)
-        SELECT id, kind, status, payload, total, max_attempts, task_id, owner, key, hash, run_at,
-               priority, timeout_ms, ARRAY(SELECT jsonb_array_elements_text(tags))
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
-                    $7::text[], $8::text[], $9::text[], $10::bytea[], $11::timestamptz[],
-                    $12::int[], $13::int[], $14::jsonb[])
-             AS t(id, kind, status, payload, total, max_attempts, task_id, owner, key, hash,
-                  run_at, priority, timeout_ms, tags)
-        ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING *
+        WITH t AS (
+            SELECT *
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
+                        $7::text[], $8::text[], $9::text[], $10::bytea[], $11::timestamptz[],
+                        $12::int[], $13::int[], $14::jsonb[], $15::text[], $16::bytea[],
+                        $17::jsonb[])
+                 AS t(id, kind, status, payload, total, max_attempts, task_id, owner, key, hash,
+                      run_at, priority, timeout_ms, tags, queue, args, event_data)
+        ), j AS (
+            INSERT INTO jobq.jobs
+                (id, kind, status, payload, progress_total, max_attempts, task_id, owner,
+                 idempotency_key, request_hash, run_at, priority, timeout_ms, tags)
+            SELECT id, kind, status, payload, total, max_attempts, task_id, owner, key, hash,
+                   run_at, priority, timeout_ms, ARRAY(SELECT jsonb_array_elements_text(tags))
+            FROM t
+            ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING *
+        ), entries AS (
+            INSERT INTO apalis.jobs
+                (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+            SELECT t.task_id, t.queue, t.args, 'Pending', 0, $18, COALESCE(t.run_at, now()),
+                   t.priority
+            FROM t JOIN j ON j.id = t.id
+        ), events AS (
+            INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
+            SELECT t.id, t.kind, 'queued', t.status, t.event_data, t.owner
+            FROM t JOIN j ON j.id = t.id
+        )
+        SELECT id AS "id!", kind AS "kind!", status AS "status!", payload AS "payload!",
+               progress_done AS "progress_done!", progress_total AS "progress_total!",
+               attempt AS "attempt!", max_attempts AS "max_attempts!", result, last_error,
+               task_id AS "task_id!", worker, owner AS "owner!", idempotency_key, request_hash,
+               created_at AS "created_at!", updated_at AS "updated_at!", started_at,
+               finished_at, next_attempt_at, attempt_started_at, run_at,
+               priority AS "priority!", timeout_ms, tags AS "tags!"
+        FROM j
         "#,
         &ids,
-        &kinds,
-        &statuses,
-        &payloads,
+        &kinds as &[&str],
+        &statuses as &[&str],
+        &payloads as &[&Value],
         &totals,
         &max_attempts,
-        &task_ids,
-        &owners,
-        &keys as &[Option<String>],
-        &hashes,
+        &task_ids as &[&str],
+        &owners as &[&str],
+        &keys as &[Option<&str>],
+        &hashes as &[Option<&[u8]>],
         &run_ats as &[Option<DateTime<Utc>>],
         &priorities,
         &timeouts as &[Option<i32>],
-        &tags
+        &tags,
+        &queues as &[&str],
+        &args as &[&[u8]],
+        &event_data as &[&Value],
+        crate::store::queue::ENTRY_MAX_ATTEMPTS
     )
-    .fetch_all(conn)
+    .fetch_all(ex)
     .await
 }
 
@@ -426,28 +468,34 @@ pub async fn unlock_retention(conn: &mut PgConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Deletes up to `batch` jobs (and, by cascade, their events) that finished before `cutoff`.
+/// Deletes up to `batch` jobs that finished before `cutoff`, with their events.
 pub async fn prune_finished(
     ex: impl PgExecutor<'_>,
     cutoff: DateTime<Utc>,
     batch: i64,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query!(
+    let deleted = sqlx::query_scalar!(
         r#"
-        DELETE FROM jobq.jobs
-        WHERE id IN (
-            SELECT id FROM jobq.jobs
-            WHERE finished_at < $1 AND status IN ('succeeded', 'failed', 'cancelled')
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
+        WITH gone AS (
+            DELETE FROM jobq.jobs
+            WHERE id IN (
+                SELECT id FROM jobq.jobs
+                WHERE finished_at < $1 AND status IN ('succeeded', 'failed', 'cancelled')
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id
+        ), events AS (
+            DELETE FROM jobq.job_events WHERE job_id IN (SELECT id FROM gone)
         )
+        SELECT count(*) AS "deleted!" FROM gone
         "#,
         cutoff,
         batch
     )
-    .execute(ex)
+    .fetch_one(ex)
     .await?;
-    Ok(done.rows_affected())
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
 /// Locks a job's row for the rest of the transaction.

@@ -21,7 +21,12 @@ pub struct AttemptArgs {
 /// How often apalis itself may hand the same entry out again. This only matters when our handler
 /// could not record the outcome (the database was unreachable for a long time) or a worker died;
 /// the job's own attempts are counted in `jobq.jobs`.
-const ENTRY_MAX_ATTEMPTS: i32 = 25;
+pub const ENTRY_MAX_ATTEMPTS: i32 = 25;
+
+/// The encoded arguments of the queue entry of an attempt of `job_id`.
+pub fn entry_args(job_id: Uuid) -> sqlx::Result<Vec<u8>> {
+    serde_json::to_vec(&AttemptArgs { job_id }).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
 
 /// One attempt to queue.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +38,8 @@ pub struct Entry {
     pub priority: i32,
 }
 
-/// Adds entries of `kind` in one statement. Entries due now are announced by apalis-postgres'
-/// insert trigger (NOTIFY at commit).
+/// Adds entries of `kind` in one statement. Entries due now are announced by the table's insert
+/// trigger (NOTIFY at commit, one per statement and kind).
 pub async fn push(conn: &mut PgConnection, kind: JobKind, entries: &[Entry]) -> sqlx::Result<()> {
     if entries.is_empty() {
         return Ok(());
@@ -42,9 +47,8 @@ pub async fn push(conn: &mut PgConnection, kind: JobKind, entries: &[Entry]) -> 
     let ids: Vec<String> = entries.iter().map(|e| e.task_id.to_string()).collect();
     let args = entries
         .iter()
-        .map(|e| serde_json::to_vec(&AttemptArgs { job_id: e.job_id }))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        .map(|e| entry_args(e.job_id))
+        .collect::<sqlx::Result<Vec<_>>>()?;
     let run_ats: Vec<Option<DateTime<Utc>>> = entries.iter().map(|e| e.run_at).collect();
     let priorities: Vec<i32> = entries.iter().map(|e| e.priority).collect();
     sqlx::query!(

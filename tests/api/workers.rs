@@ -4,6 +4,7 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{eventually, spawn_app_with, time};
+use sqlx::postgres::PgListener;
 
 #[sqlx::test(migrations = false)]
 async fn a_new_job_is_picked_up_through_notify_not_by_polling(
@@ -242,4 +243,40 @@ async fn outcomes_recorded_together_stay_each_jobs_own(_: PgPoolOptions, db: PgC
         .await
         .unwrap();
     assert_eq!(entries, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_batch_wakes_the_workers_of_each_kind_once(_: PgPoolOptions, db: PgConnectOptions) {
+    // apalis-postgres' own trigger notified once per queue entry (1,000 notifications for every
+    // listening process per 1,000-job batch); jobq's notifies once per statement and kind with
+    // entries due now. An API-only process: no worker inserts entries of its own.
+    let app = spawn_app_with(db, &["--role", "api"]).await;
+    let mut listener = PgListener::connect_with(&app.pool).await.unwrap();
+    listener.listen("apalis::job::insert").await.unwrap();
+
+    let mut jobs: Vec<serde_json::Value> = (0..40)
+        .map(|i| json!({"kind": "hash", "data": format!("item {i}")}))
+        .collect();
+    jobs.extend(
+        (0..40).map(|_| json!({"kind": "long_running", "steps": 1, "step_duration_ms": 0})),
+    );
+    jobs.extend((0..10).map(
+        |_| json!({"kind": "email", "to": "a@b.co", "subject": "s", "body": "", "delay_ms": 60000}),
+    ));
+    let resp = app.post("/v1/jobs/batch", &json!({ "jobs": jobs })).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(
+        app.count("apalis.jobs").await,
+        90,
+        "one queue entry per job"
+    );
+
+    let mut woken = Vec::new();
+    while let Ok(received) = tokio::time::timeout(Duration::from_secs(1), listener.recv()).await {
+        let payload: serde_json::Value = serde_json::from_str(received.unwrap().payload()).unwrap();
+        woken.push(payload["job_type"].as_str().unwrap().to_owned());
+    }
+    woken.sort();
+    // The delayed emails are due in a minute: the workers' poll finds them, no wake-up now.
+    assert_eq!(woken, ["jobq.hash", "jobq.long_running"]);
 }
