@@ -48,58 +48,57 @@ pub struct Outcome<'a> {
     pub progress_done: u32,
 }
 
-/// Records many outcomes in one transaction (one commit for the lot): successes with one
-/// statement for the rows and one for their events, the rarer outcomes one by one. The queue
-/// entries of all of them are deleted in the same transaction.
+/// Records many outcomes with one commit for the lot. Successes take one statement (rows,
+/// events and queue entries; it commits by itself when all succeeded); the rarer outcomes are
+/// recorded one by one before it, in one transaction with it. The queue entries of all the
+/// attempts are deleted.
 pub async fn finish_many(
     pool: &PgPool,
     outcomes: &[Outcome<'_>],
     backoff: &Backoff,
 ) -> Result<Vec<Finished>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut finished: Vec<Option<Finished>> = Vec::with_capacity(outcomes.len());
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
     let (mut ids, mut task_ids, mut results) = (Vec::new(), Vec::new(), Vec::new());
     for o in outcomes {
-        match o.outcome {
-            Ok(result) => {
-                ids.push(o.job.id);
-                task_ids.push(o.job.task_id.clone());
-                results.push(result.clone());
-                finished.push(None);
-            }
-            Err(error) => {
-                let f = finish_failed(&mut tx, o.job, error, backoff, o.progress_done).await?;
-                finished.push(Some(f));
-            }
-        }
-    }
-    if !ids.is_empty() {
-        let rows = store::jobs::succeed_many(&mut tx, &ids, &task_ids, &results).await?;
-        if !rows.is_empty() {
-            let data: Vec<Value> = rows
-                .iter()
-                .map(|r| json!({ "attempt": r.attempt, "result": r.result }))
-                .collect();
-            store::events::insert_many(&mut tx, &rows, EventType::Succeeded, &data).await?;
-        }
-        let succeeded: std::collections::HashSet<&str> =
-            rows.iter().map(|r| r.task_id.as_str()).collect();
-        for (f, o) in finished.iter_mut().zip(outcomes) {
-            if f.is_none() {
-                *f = Some(if succeeded.contains(o.job.task_id.as_str()) {
-                    Finished::Succeeded
-                } else {
-                    Finished::NotOwner
-                });
-            }
+        if let Ok(result) = o.outcome {
+            ids.push(o.job.id);
+            task_ids.push(o.job.task_id.clone());
+            results.push(result.clone());
         }
     }
     let entries: Vec<String> = outcomes.iter().map(|o| o.job.task_id.clone()).collect();
-    store::queue::delete(&mut tx, &entries).await?;
-    tx.commit().await?;
+    let mut finished: Vec<Option<Finished>> = Vec::with_capacity(outcomes.len());
+    let succeeded = if ids.len() == outcomes.len() {
+        finished.resize_with(outcomes.len(), || None);
+        store::jobs::succeed_many(pool, &ids, &task_ids, &results, &entries).await?
+    } else {
+        let mut tx = pool.begin().await?;
+        for o in outcomes {
+            finished.push(match o.outcome {
+                Ok(_) => None,
+                Err(error) => {
+                    Some(finish_failed(&mut tx, o.job, error, backoff, o.progress_done).await?)
+                }
+            });
+        }
+        let succeeded =
+            store::jobs::succeed_many(&mut *tx, &ids, &task_ids, &results, &entries).await?;
+        tx.commit().await?;
+        succeeded
+    };
+    let succeeded: std::collections::HashSet<&str> = succeeded.iter().map(String::as_str).collect();
     Ok(finished
         .into_iter()
-        .map(|f| f.unwrap_or(Finished::NotOwner))
+        .zip(outcomes)
+        .map(|(f, o)| {
+            f.unwrap_or(if succeeded.contains(o.job.task_id.as_str()) {
+                Finished::Succeeded
+            } else {
+                Finished::NotOwner
+            })
+        })
         .collect())
 }
 

@@ -57,31 +57,7 @@ pub async fn start(
     Ok(Start::Run(std::sync::Arc::new(running)))
 }
 
-/// Starts fetched attempts in the fetch's own transaction (one statement for the rows, one for
-/// their `started` events). Returns the rows started; an attempt not among them (a rescue, a
-/// cancelled or superseded job) goes through [`start`] when its handler runs.
-pub async fn start_many(
-    conn: &mut PgConnection,
-    attempts: &[(Uuid, String)],
-    worker: &str,
-) -> Result<Vec<JobRow>, StoreError> {
-    if attempts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = attempts.iter().map(|(id, _)| *id).collect();
-    let task_ids: Vec<String> = attempts.iter().map(|(_, t)| t.clone()).collect();
-    let rows = store::jobs::start_many(conn, &ids, &task_ids, worker).await?;
-    if !rows.is_empty() {
-        let data: Vec<Value> = rows
-            .iter()
-            .map(|r| started_data(r, worker, false))
-            .collect();
-        store::events::insert_many(conn, &rows, EventType::Started, &data).await?;
-    }
-    Ok(rows)
-}
-
-/// Gives back attempts started by [`start_many`] that never reached a handler (the worker
+/// Gives back attempts started by [`store::queue::fetch_and_start`] that never reached a handler (the worker
 /// stopped first): the jobs are `queued` again and the attempt does not count.
 pub async fn unstart_many(
     conn: &mut PgConnection,
@@ -102,7 +78,8 @@ pub async fn unstart_many(
     Ok(())
 }
 
-/// The data of a `started` event for `row` as the attempt began.
+/// The data of a `started` event for `row` as the attempt began (the same fields as
+/// [`store::queue::fetch_and_start`] writes for the attempts it starts).
 fn started_data(row: &JobRow, worker: &str, rescued: bool) -> Value {
     json!({
         "attempt": row.attempt,

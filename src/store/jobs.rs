@@ -528,47 +528,8 @@ pub async fn mark_running(conn: &mut PgConnection, id: Uuid, worker: &str) -> sq
     .await
 }
 
-/// Starts the attempts `task_ids[i]` of `ids[i]` in one statement, for those that wait for
-/// exactly that attempt (`scheduled`, `queued` or `retrying`); the others (cancelled, superseded,
-/// or `running` after a lost worker) are left alone and not returned.
-pub async fn start_many(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-    task_ids: &[String],
-    worker: &str,
-) -> sqlx::Result<Vec<JobRow>> {
-    sqlx::query_as!(
-        JobRow,
-        r#"
-        UPDATE jobq.jobs j
-        SET status = 'running', attempt = j.attempt + 1, worker = $3,
-            started_at = COALESCE(j.started_at, now()), attempt_started_at = now(),
-            next_attempt_at = NULL, updated_at = now()
-        FROM unnest($1::uuid[], $2::text[]) AS t(id, task_id)
-        WHERE j.id = t.id AND j.task_id = t.task_id
-          -- `|| ''` keeps the (status, id) index out of the plan: with statistics taken before
-          -- a burst of new jobs, the planner believes almost no row is `queued` and drives the
-          -- join from that index, reading every queued job per fetch (200 ms at 20,000).
-          AND j.status || '' IN ('scheduled', 'queued', 'retrying')
-        RETURNING j.id AS "id!", j.kind AS "kind!", j.status AS "status!",
-                  j.payload AS "payload!", j.progress_done AS "progress_done!",
-                  j.progress_total AS "progress_total!", j.attempt AS "attempt!",
-                  j.max_attempts AS "max_attempts!", j.result, j.last_error,
-                  j.task_id AS "task_id!", j.worker, j.owner AS "owner!", j.idempotency_key,
-                  j.request_hash, j.created_at AS "created_at!", j.updated_at AS "updated_at!",
-                  j.started_at, j.finished_at, j.next_attempt_at, j.attempt_started_at,
-                  j.run_at, j.priority AS "priority!", j.timeout_ms, j.tags AS "tags!"
-        "#,
-        ids,
-        task_ids,
-        worker
-    )
-    .fetch_all(conn)
-    .await
-}
-
-/// Undoes [`start_many`] for attempts that were fetched but never handed to a handler (the
-/// worker stopped first): back to `queued` with the attempt not counted.
+/// Undoes [`crate::store::queue::fetch_and_start`] for attempts that were fetched but never
+/// handed to a handler (the worker stopped first): back to `queued` with the attempt not counted.
 pub async fn unstart_many(
     conn: &mut PgConnection,
     task_ids: &[String],
@@ -591,35 +552,42 @@ pub async fn unstart_many(
 }
 
 /// `running` -> `succeeded` for many attempts at once (`results[i]` of attempt `task_ids[i]` of
-/// job `ids[i]`), fenced on the attempt and its `running` status; returns the rows that changed.
+/// job `ids[i]`), fenced on the attempt and its `running` status, with a `succeeded` event for
+/// each row that changed; and deletes the queue entries `entries` (the attempts' own, whatever
+/// became of them). One statement: without an open transaction it commits by itself. Returns the
+/// task ids of the rows that changed.
 pub async fn succeed_many(
-    conn: &mut PgConnection,
+    ex: impl PgExecutor<'_>,
     ids: &[Uuid],
     task_ids: &[String],
     results: &[Value],
-) -> sqlx::Result<Vec<JobRow>> {
-    sqlx::query_as!(
-        JobRow,
+    entries: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
         r#"
-        UPDATE jobq.jobs j
-        SET status = 'succeeded', result = t.result, progress_done = j.progress_total,
-            finished_at = now(), updated_at = now()
-        FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS t(id, task_id, result)
-        WHERE j.id = t.id AND j.task_id = t.task_id AND j.status = 'running'
-        RETURNING j.id AS "id!", j.kind AS "kind!", j.status AS "status!",
-                  j.payload AS "payload!", j.progress_done AS "progress_done!",
-                  j.progress_total AS "progress_total!", j.attempt AS "attempt!",
-                  j.max_attempts AS "max_attempts!", j.result, j.last_error,
-                  j.task_id AS "task_id!", j.worker, j.owner AS "owner!", j.idempotency_key,
-                  j.request_hash, j.created_at AS "created_at!", j.updated_at AS "updated_at!",
-                  j.started_at, j.finished_at, j.next_attempt_at, j.attempt_started_at,
-                  j.run_at, j.priority AS "priority!", j.timeout_ms, j.tags AS "tags!"
+        WITH done AS (
+            UPDATE jobq.jobs j
+            SET status = 'succeeded', result = t.result, progress_done = j.progress_total,
+                finished_at = now(), updated_at = now()
+            FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS t(id, task_id, result)
+            WHERE j.id = t.id AND j.task_id = t.task_id AND j.status = 'running'
+            RETURNING j.id, j.kind, j.status, j.owner, j.task_id, j.attempt, j.result
+        ), events AS (
+            INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
+            SELECT id, kind, 'succeeded', status,
+                   jsonb_build_object('attempt', attempt, 'result', result), owner
+            FROM done
+        ), entries AS (
+            DELETE FROM apalis.jobs WHERE id = ANY($4)
+        )
+        SELECT task_id AS "task_id!" FROM done
         "#,
         ids,
         task_ids,
-        results
+        results,
+        entries
     )
-    .fetch_all(conn)
+    .fetch_all(ex)
     .await
 }
 

@@ -6,11 +6,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{FromRow, PgConnection, Row};
 use ulid::Ulid;
 use uuid::Uuid;
 
 use crate::domain::JobKind;
+use crate::store::JobRow;
 
 /// The arguments of a queue entry.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -92,41 +93,94 @@ pub struct Fetched {
     pub priority: i32,
 }
 
-/// Locks up to `limit` due entries of `queue` to `worker`: highest priority first, then the
-/// longest due. The selection apalis-postgres' `apalis.get_jobs` makes, as a plain statement:
-/// the function's generically planned query reads ~twice as many buffers per fetch.
-pub async fn fetch(
+/// Locks up to `limit` due entries of `kind` to `worker` (highest priority first, then the
+/// longest due: the selection of apalis-postgres' `apalis.get_jobs`) and starts their attempts:
+/// each job whose current attempt the entry is and that waits to run becomes `running`, with
+/// its `started` event. One statement; without an open transaction it commits by itself.
+/// Returns each entry with its started row, or `None` where the attempt was not started here (a
+/// rescue, a cancelled or superseded job: the handler's own start decides those).
+///
+/// Checked at run time, not by `query!`: sqlx cannot tell the nullability of a data-modifying
+/// CTE's columns, and the job row decodes by name through `JobRow`'s `FromRow`.
+pub async fn fetch_and_start(
     conn: &mut PgConnection,
     kind: JobKind,
     worker: &str,
     limit: i32,
-) -> sqlx::Result<Vec<Fetched>> {
-    sqlx::query_as!(
-        Fetched,
+) -> sqlx::Result<Vec<(Fetched, Option<JobRow>)>> {
+    let rows = sqlx::query(
         r#"
-        UPDATE apalis.jobs
-        SET status = 'Running', lock_by = $2, lock_at = now()
-        WHERE id IN (
-            SELECT id FROM apalis.jobs
-            WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
-              AND run_at < now() AND job_type = $1
-              -- A pause holds from its commit on, in every process, whatever a worker's cached
-              -- controls say yet.
-              AND NOT EXISTS (SELECT 1 FROM jobq.queues q WHERE q.kind = $4 AND q.paused)
-            ORDER BY priority DESC, run_at ASC
-            LIMIT $3
-            FOR UPDATE SKIP LOCKED
+        WITH entries AS (
+            UPDATE apalis.jobs
+            SET status = 'Running', lock_by = $2, lock_at = now()
+            WHERE id IN (
+                SELECT id FROM apalis.jobs
+                WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+                  AND run_at < now() AND job_type = $1
+                  -- A pause holds from its commit on, in every process, whatever a worker's
+                  -- cached controls say yet.
+                  AND NOT EXISTS (SELECT 1 FROM jobq.queues q WHERE q.kind = $4 AND q.paused)
+                ORDER BY priority DESC, run_at ASC
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, job, attempts, max_attempts, run_at, priority,
+                      -- The job id from the entry's arguments ({"job_id": "..."}); NULL rather
+                      -- than an error for anything else, so one bad entry cannot stop a queue.
+                      substring(encode(job, 'escape') FROM
+                          '"job_id":"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
+                      )::uuid AS job_id
+        ), started AS (
+            UPDATE jobq.jobs j
+            SET status = 'running', attempt = j.attempt + 1, worker = $2,
+                started_at = COALESCE(j.started_at, now()), attempt_started_at = now(),
+                next_attempt_at = NULL, updated_at = now()
+            FROM entries e
+            WHERE j.id = e.job_id AND j.task_id = e.id
+              -- `|| ''` keeps the (status, id) index out of the plan: with statistics taken
+              -- before a burst of new jobs, the planner believes almost no row is `queued` and
+              -- drives the join from that index, reading every queued job per fetch.
+              AND j.status || '' IN ('scheduled', 'queued', 'retrying')
+            RETURNING j.*
+        ), events AS (
+            INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
+            SELECT id, kind, 'started', status,
+                   jsonb_build_object('attempt', attempt, 'max_attempts', max_attempts,
+                                      'worker', $2::text, 'resumed_from', progress_done,
+                                      'rescued', false),
+                   owner
+            FROM started
         )
-        RETURNING id AS "task_id!", job AS "job!", attempts AS "attempts!",
-                  max_attempts AS "max_attempts!", run_at AS "run_at!", priority AS "priority!"
+        SELECT e.id AS entry_id, e.job AS entry_job, e.attempts AS entry_attempts,
+               e.max_attempts AS entry_max_attempts, e.run_at AS entry_run_at,
+               e.priority AS entry_priority, s.*
+        FROM entries e LEFT JOIN started s ON s.task_id = e.id
+        ORDER BY e.priority DESC, e.run_at ASC
         "#,
-        kind.queue(),
-        worker,
-        i64::from(limit),
-        kind.as_str()
     )
+    .bind(kind.queue())
+    .bind(worker)
+    .bind(i64::from(limit))
+    .bind(kind.as_str())
     .fetch_all(conn)
-    .await
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let entry = Fetched {
+                task_id: row.try_get("entry_id")?,
+                job: row.try_get("entry_job")?,
+                attempts: row.try_get("entry_attempts")?,
+                max_attempts: row.try_get("entry_max_attempts")?,
+                run_at: row.try_get("entry_run_at")?,
+                priority: row.try_get("entry_priority")?,
+            };
+            let started = match row.try_get::<Option<Uuid>, _>("id")? {
+                Some(_) => Some(JobRow::from_row(row)?),
+                None => None,
+            };
+            Ok((entry, started))
+        })
+        .collect()
 }
 
 /// When the next entry of `kind` that is not due yet falls due.

@@ -114,26 +114,17 @@ impl QueuePersistence {
         } else {
             batch
         };
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let queue = self.config.queue.as_ref();
+        // The attempts start in the fetching statement: one commit for the batch.
         let fetched =
-            store::queue::fetch(&mut tx, self.kind, worker.name(), allowed.max(1)).await?;
-        let tasks = fetched
-            .into_iter()
-            .map(|f| entry_task(f, queue, worker.name()))
-            .collect::<Result<Vec<_>, Error>>()?;
-        // Start the attempts in the same transaction: one commit for the batch.
-        let attempts: Vec<(uuid::Uuid, String)> = tasks
-            .iter()
-            .filter_map(|t| {
-                let args: AttemptArgs = serde_json::from_slice(&t.args).ok()?;
-                Some((args.job_id, t.task_id()?.to_string()))
-            })
-            .collect();
-        let started = lifecycle::start_many(&mut tx, &attempts, worker.name())
-            .await
-            .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
-        tx.commit().await?;
+            store::queue::fetch_and_start(&mut conn, self.kind, worker.name(), allowed.max(1))
+                .await?;
+        let queue = self.config.queue.as_ref();
+        let mut tasks = Vec::with_capacity(fetched.len());
+        let mut started = Vec::with_capacity(fetched.len());
+        for (entry, row) in fetched {
+            tasks.push(entry_task(entry, queue, worker.name())?);
+            started.extend(row);
+        }
         self.started.hold(self.kind, tasks.len());
         self.started.insert(started);
         if rate_limited && (tasks.len() as i32) < allowed {
@@ -205,7 +196,7 @@ impl QueuePersistence {
     }
 }
 
-/// An entry fetched by [`store::queue::fetch`] as the task apalis' worker expects (what
+/// An entry fetched by [`store::queue::fetch_and_start`] as the task apalis' worker expects (what
 /// apalis-postgres builds from a row of `apalis.get_jobs`).
 fn entry_task(f: store::queue::Fetched, queue: &str, worker: &str) -> Result<Entry, Error> {
     let id = Ulid::from_string(&f.task_id).map_err(|e| {
