@@ -3,7 +3,7 @@
 //! `finished_at` - first `started_at`); baseline: the same three digests computed by three
 //! threads in this process with the sha2 crate (inputs tiled into 64 KiB blocks, as jobq does).
 //! jobq's digests must equal the in-process ones. Meanwhile `GET /healthz` is polled every
-//! 10 ms: its p99 shows whether the API stays responsive.
+//! 10 ms: its p99 shows whether the API stays responsive. Three small jobs run first (warm-up).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         let jobq = Jobq::start(&db, "cpu", &[]).await?;
         let api = Api::new(&jobq, &db.token)?;
         let pool = db.pool(&ctx.pg).await?;
+        warm_up(&api, &pool).await?;
         for &repeat in &ctx.plan.cpu_repeats {
             one(ctx, &api, &pool, repeat).await?;
         }
@@ -36,6 +37,23 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     .await;
     ctx.pg.drop_db(&db.name).await?;
     result
+}
+
+/// Three small hash jobs (50 KB each: on the blocking pool, like the measured ones) run to the
+/// end first, so that the measured runs meet a process in its steady state: connections open,
+/// statements prepared, blocking threads started.
+async fn warm_up(api: &Api, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let marker = jobq::id_marker();
+    let jobs: Vec<Value> = INPUTS
+        .iter()
+        .map(|d| json!({"kind": "hash", "data": d, "repeat": 10_000}))
+        .collect();
+    api.enqueue_batch(&jobs).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    if !jobq::wait_finished(pool, marker, deadline, Duration::from_millis(20)).await? {
+        bail!("the warm-up hash jobs did not finish within 60 s");
+    }
+    Ok(())
 }
 
 /// SHA-256 of `data` repeated `repeat` times, hex.

@@ -98,6 +98,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         "apalis push_all of 1000; latency per request",
         Some(Target::RatioAtLeast { ratio: 0.8 }),
     );
+
+    // What the batch costs without HTTP: jobq's accept call in this process, same jobs.
+    let jf = jobq_in_process(ctx, plan.enqueue_batches).await?;
+    latency_rows(
+        ctx,
+        "enqueue batch of 1000, no HTTP",
+        &jf,
+        &ab,
+        "jobq's lifecycle::enqueue_many called in process (status row, queue entry, event per job) vs push_all (one row)",
+        None,
+    );
     Ok(())
 }
 
@@ -258,6 +269,63 @@ async fn jobq_batch(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
     }
     let seconds = start.elapsed().as_secs_f64();
     finish_jobq(ctx, db, jobq, ctx.plan.enqueue_warmup + batches * 1000).await?;
+    Ok(Measured {
+        jobs: batches * 1000,
+        seconds,
+        latencies,
+        rejected: 0,
+    })
+}
+
+/// Sequential `lifecycle::enqueue_many` calls of 1000 hash jobs each, in this process: the
+/// floor under the batch endpoint (the same statement, without HTTP, JSON and validation).
+async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
+    use ::jobq::domain::{JobKind, JobOptions};
+    use ::jobq::lifecycle::{EnqueueRequest, enqueue_many};
+
+    let db = JobqDb::create(&ctx.pg, "in-process").await?;
+    let pool = db.pool(&ctx.pg).await?;
+    // The payload and options the API stores for {"kind": "hash", "data": "x"}.
+    let req = EnqueueRequest {
+        kind: JobKind::Hash,
+        payload: json!({"data": "eA==", "repeat": 1, "algorithm": "sha256"}),
+        progress_total: 0,
+        options: JobOptions {
+            max_attempts: 5,
+            run_at: None,
+            priority: 0,
+            timeout: None,
+            tags: Vec::new(),
+        },
+        owner: "default".to_owned(),
+        idempotency_key: None,
+        origin: None,
+    };
+    let reqs = vec![req; 1000];
+    for _ in 0..ctx.plan.enqueue_warmup.div_ceil(1000) {
+        enqueue_many(&pool, &reqs[..ctx.plan.enqueue_warmup.min(1000)]).await?;
+    }
+    let mut latencies = Vec::with_capacity(batches);
+    let start = Instant::now();
+    for _ in 0..batches {
+        let t = Instant::now();
+        let done = enqueue_many(&pool, &reqs).await?;
+        if done.len() != reqs.len() {
+            bail!("enqueue_many accepted {} of {}", done.len(), reqs.len());
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    ctx.pg.drop_db(&db.name).await?;
+    let expected =
+        ctx.plan.enqueue_warmup.div_ceil(1000) * ctx.plan.enqueue_warmup.min(1000) + batches * 1000;
+    if rows as usize != expected {
+        bail!("enqueue_many accepted {expected} jobs but the queue holds {rows} entries");
+    }
     Ok(Measured {
         jobs: batches * 1000,
         seconds,
