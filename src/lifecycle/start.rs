@@ -57,8 +57,8 @@ pub async fn start(
     Ok(Start::Run(std::sync::Arc::new(running)))
 }
 
-/// Gives back attempts started by [`store::queue::fetch_and_start`] that never reached a handler (the worker
-/// stopped first): the jobs are `queued` again and the attempt does not count.
+/// Gives back attempts started by [`store::queue::fetch_and_start`] that never reached a handler
+/// (the worker stopped first): the jobs are `queued` again and the attempt does not count.
 pub async fn unstart_many(
     conn: &mut PgConnection,
     task_ids: &[String],
