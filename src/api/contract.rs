@@ -39,7 +39,84 @@ pub fn finish(spec: &str) -> String {
     name_time_zones(&mut doc);
     forbid_nul_in_email_bodies(&mut doc);
     add_examples(&mut doc);
+    describe_plain_responses(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
+}
+
+/// What the `200` answer of each operation that returns a plain payload carries. poem-openapi
+/// describes responses only for `ApiResponse` enums; without this those answers would have an
+/// empty description (and generated SDKs an empty docstring).
+const OK_RESPONSES: [(&str, &str); 19] = [
+    ("healthz", "The process is up."),
+    (
+        "list_jobs",
+        "One page of the matching jobs and the cursor of the next page.",
+    ),
+    (
+        "count_jobs",
+        "How many jobs match the filter, in all, by status and by kind.",
+    ),
+    (
+        "retry_jobs",
+        "How many jobs matched and how many were queued again (none on a dry run).",
+    ),
+    ("get_job", "The job as it is now."),
+    ("cancel_job", "The job, now `cancelled`."),
+    ("list_job_events", "The job's events, oldest first."),
+    (
+        "retry_job",
+        "The job, `queued` again with a fresh attempt count.",
+    ),
+    (
+        "wait_job",
+        "The job: finished, or as it is when the timeout ran out.",
+    ),
+    ("list_keys", "Every key, newest first; never a token."),
+    ("revoke_key", "The key, now revoked."),
+    ("list_queues", "The controls of every kind's queue."),
+    ("pause_queue", "The queue, now paused."),
+    ("set_queue_rate_limit", "The queue with its new rate limit."),
+    ("resume_queue", "The queue, no longer paused."),
+    (
+        "list_schedules",
+        "Every schedule with its job and its next tick.",
+    ),
+    ("pause_schedule", "The schedule, now paused."),
+    ("resume_schedule", "The schedule, running again."),
+    (
+        "get_stats",
+        "Per kind: jobs per status, the oldest queued job's age, throughput and run times.",
+    ),
+];
+
+/// Gives the `200` answers in [`OK_RESPONSES`] their description where poem-openapi left none.
+fn describe_plain_responses(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let Some(id) = op.get("operationId").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some((_, text)) = OK_RESPONSES.iter().find(|(op_id, _)| *op_id == id) else {
+            continue;
+        };
+        let text = *text;
+        if let Some(ok) = op
+            .pointer_mut("/responses/200")
+            .and_then(Value::as_object_mut)
+            && ok
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            ok.insert("description".into(), json!(text));
+        }
+    }
 }
 
 fn collapse_described_refs(v: &mut Value) {
@@ -637,7 +714,7 @@ mod documented {
     }
 
     #[tokio::test]
-    async fn every_property_operation_and_parameter_has_a_description() {
+    async fn every_property_operation_parameter_and_response_has_a_description() {
         let spec: Value = serde_json::from_str(&crate::api::spec_json()).unwrap();
         let mut missing = Vec::new();
         undescribed_properties(&spec["components"], "components", &mut missing);
@@ -656,6 +733,11 @@ mod documented {
                 for param in op["parameters"].as_array().into_iter().flatten() {
                     if !described(param) {
                         missing.push(format!("{name}: parameter {}", param["name"]));
+                    }
+                }
+                for (code, response) in op["responses"].as_object().into_iter().flatten() {
+                    if !described(response) {
+                        missing.push(format!("{name}: response {code}"));
                     }
                 }
             }
