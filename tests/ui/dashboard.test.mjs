@@ -13,134 +13,38 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const JOBQ = process.env.JOBQ_BIN || path.join(ROOT, 'target/debug/jobq');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const PG = (process.env.JOBQ_UI_PG || 'postgres://postgres@127.0.0.1:5432').replace(/\/$/, '');
+import { Jobq, ROOT, freePort, launchChromium, sleep } from './jobq.mjs';
+
 const SCREENSHOTS = process.env.SCREENSHOTS === '1';
 const HEARTBEAT = process.env.JOBQ_UI_HEARTBEAT; // see startJobq
-const DB_NAME = `jobq_ui_test_${process.pid}_${Date.now().toString(36)}`;
-const DB_URL = `${PG}/${DB_NAME}`;
-const JOBQ_LOG_FILE = path.join(os.tmpdir(), `${DB_NAME}.log`); // jobq's whole log, kept on failure
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--disable-dev-shm-usage',
-];
 
-let jobq; // the child process
-let jobqLog = []; // its last log lines, printed when a test fails
-const logTaps = new Set(); // functions that see every log line
+const jobq = new Jobq('jobq_ui_test');
+const withLog = (fn) => jobq.withLog(fn);
 let base; // http://127.0.0.1:<port>
 let smtpPort;
 let sink; // the SMTP sink, once started
 let browser;
 let adminKey;
 let clientKey;
-let failed = false;
-const openPages = []; // of the running test, for a screenshot when it fails
 
 // -------------------------------------------------------------------------------------------------
 // Helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function run(cmd, args, timeoutMs = 30_000) {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: timeoutMs, cwd: os.tmpdir() }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${path.basename(cmd)} ${args[0]} failed: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-async function freePort() {
-  const srv = net.createServer();
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/** Starts jobq and resolves with its address, read from its JSON log ("jobq listening"). */
+/** Starts jobq (on `port`, or any) and resolves with its address. */
 function startJobq(port = 0) {
-  return new Promise((resolve, reject) => {
-    const args = [
-      'serve',
-      '--listen', `127.0.0.1:${port}`,
-      '--database-url', DB_URL,
-      '--smtp-url', `smtp://127.0.0.1:${smtpPort}`,
-      '--progress-interval', '0ms',
-      '--retry-base', '1s',
-      '--shutdown-grace', '2s',
-      '--log-format', 'json',
-    ];
-    // JOBQ_UI_HEARTBEAT=1h sidesteps the worker stall of jobq builds before the fix in
-    // src/worker/backend.rs ("No stalled worker"): jobs stayed `queued` after a few seconds.
-    if (HEARTBEAT) args.push('--heartbeat-interval', HEARTBEAT);
-    const child = spawn(JOBQ, args, { cwd: os.tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
-    jobq = child;
-    const timer = setTimeout(() => reject(new Error(`jobq did not start:\n${jobqLog.join('\n')}`)), 60_000);
-    const logFile = fs.createWriteStream(JOBQ_LOG_FILE, { flags: 'a' });
-    const onLine = (line) => {
-      logFile.write(`${line}\n`);
-      for (const tap of logTaps) tap(line);
-      jobqLog.push(line);
-      if (jobqLog.length > 200) jobqLog = jobqLog.slice(-200);
-      try {
-        const rec = JSON.parse(line);
-        if (rec.message === 'jobq listening' && rec.addr) {
-          clearTimeout(timer);
-          resolve(`http://${rec.addr}`);
-        }
-      } catch {
-        // not JSON (a panic message, say): kept in the log tail
-      }
-    };
-    for (const stream of [child.stdout, child.stderr]) {
-      let buf = '';
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk) => {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          onLine(buf.slice(0, i));
-          buf = buf.slice(i + 1);
-        }
-      });
-    }
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`jobq exited (${code ?? signal}):\n${jobqLog.join('\n')}`));
-    });
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-}
-
-async function stopJobq() {
-  if (!jobq || jobq.exitCode !== null || jobq.signalCode !== null) return;
-  const exited = new Promise((r) => jobq.once('exit', r));
-  jobq.kill('SIGTERM');
-  const t = setTimeout(() => jobq.kill('SIGKILL'), 8_000);
-  await exited;
-  clearTimeout(t);
+  const flags = [
+    '--smtp-url', `smtp://127.0.0.1:${smtpPort}`,
+    '--progress-interval', '0ms',
+    '--retry-base', '1s',
+    '--shutdown-grace', '2s',
+  ];
+  // JOBQ_UI_HEARTBEAT=1h sidesteps the worker stall of jobq builds before the fix in
+  // src/worker/backend.rs ("No stalled worker"): jobs stayed `queued` after a few seconds.
+  if (HEARTBEAT) flags.push('--heartbeat-interval', HEARTBEAT);
+  return jobq.start(flags, port);
 }
 
 /**
@@ -268,11 +172,7 @@ async function openPage(t, { viewport = { width: 1280, height: 900 }, allowed = 
     else if (!allowedText.some((re) => re.test(text))) errors.push(`console.error: ${text} (${url})`);
   });
   page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-  openPages.push(page);
-  t.after(async () => {
-    openPages.splice(openPages.indexOf(page), 1);
-    await context.close();
-  });
+  jobq.watch(t, page, context);
   return {
     page,
     allowedSeen,
@@ -325,46 +225,16 @@ async function overviewMatchesStats(page) {
 before(async () => {
   smtpPort = await freePort(); // nothing listens there yet: emails fail with "connection refused"
   base = await startJobq();
-  adminKey = (await run(JOBQ, ['keys', 'create', '--name', 'ui-admin', '--role', 'admin', '--database-url', DB_URL])).trim();
-  clientKey = (
-    await run(JOBQ, ['keys', 'create', '--name', 'ui-client', '--role', 'client', '--tenant', 'default', '--database-url', DB_URL])
-  ).trim();
-  assert.match(adminKey, /^jq_/);
-  assert.match(clientKey, /^jq_/);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+  adminKey = await jobq.createKey('ui-admin', 'admin');
+  clientKey = await jobq.createKey('ui-client', 'client', 'default');
+  browser = await launchChromium();
 }, { timeout: 90_000 });
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (sink) await sink.close();
-  await stopJobq();
-  if (!failed) fs.rmSync(JOBQ_LOG_FILE, { force: true });
-  await run('psql', [`${PG}/postgres`, '-qc', `DROP DATABASE IF EXISTS "${DB_NAME}" WITH (FORCE)`]).catch((e) => {
-    process.stderr.write(`could not drop ${DB_NAME}: ${e.message}\n`);
-  });
+  await jobq.cleanUp();
 }, { timeout: 30_000 });
-
-process.on('exit', () => {
-  if (jobq && jobq.exitCode === null && jobq.signalCode === null) jobq.kill('SIGKILL');
-});
-
-// A failing test prints jobq's last log lines.
-function withLog(fn) {
-  return async (t) => {
-    try {
-      await fn(t);
-    } catch (e) {
-      failed = true;
-      process.stderr.write(`\n--- jobq log (last lines; all of it: ${JOBQ_LOG_FILE}) ---\n${jobqLog.slice(-40).join('\n')}\n---\n`);
-      for (const [i, page] of openPages.entries()) {
-        const file = path.join(os.tmpdir(), `jobq-ui-failure-${process.pid}-${i}.png`);
-        const shot = await page.screenshot({ path: file, fullPage: true }).then(() => true, () => false);
-        if (shot) process.stderr.write(`screenshot of the page: ${file} (${page.url()})\n`);
-      }
-      throw e;
-    }
-  };
-}
 
 // -------------------------------------------------------------------------------------------------
 // Tests
@@ -703,12 +573,12 @@ test('7. after jobq restarts, the page resumes its event stream where it stopped
   });
 
   // SIGTERM: the job goes back to the queue with its checkpoint, the page loses its stream.
-  await stopJobq();
+  await jobq.stop();
   await page.locator('#live[data-state="reconnecting"]').waitFor();
   const newLog = [];
   const tap = (line) => newLog.push(line);
-  logTaps.add(tap);
-  t.after(() => logTaps.delete(tap));
+  jobq.taps.add(tap);
+  t.after(() => jobq.taps.delete(tap));
   assert.equal(await startJobq(Number(new URL(base).port)), base);
 
   // The page reconnects by itself with ?after=<the last event it saw> ...
