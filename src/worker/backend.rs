@@ -122,8 +122,20 @@ impl QueuePersistence {
         let mut tasks = Vec::with_capacity(fetched.len());
         let mut started = Vec::with_capacity(fetched.len());
         for (entry, row) in fetched {
-            tasks.push(entry_task(entry, queue, worker.name())?);
-            started.extend(row);
+            // The fetch has committed: one unreadable entry must not strand the others.
+            let task_id = entry.task_id.clone();
+            match entry_task(entry, queue, worker.name()) {
+                Ok(task) => {
+                    tasks.push(task);
+                    started.extend(row);
+                }
+                Err(e) => tracing::error!(
+                    worker = worker.name(),
+                    task_id,
+                    error = %e,
+                    "queue entry with an unreadable id skipped (it stays locked to this worker)"
+                ),
+            }
         }
         self.started.hold(self.kind, tasks.len());
         self.started.insert(started);
