@@ -183,6 +183,31 @@ pub async fn fetch_and_start(
         .collect()
 }
 
+/// Puts back to `Pending` the entries locked to `worker` for longer than `older_than` that are
+/// not among `held` (the attempts the worker knows it has); returns their ids.
+pub async fn unlock_stranded(
+    conn: &mut PgConnection,
+    worker: &str,
+    held: &[String],
+    older_than: std::time::Duration,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"
+        UPDATE apalis.jobs
+        SET status = 'Pending', lock_by = NULL, lock_at = NULL
+        WHERE lock_by = $1 AND status = 'Running'
+          AND lock_at < now() - make_interval(secs => $3)
+          AND NOT (id = ANY($2))
+        RETURNING id
+        "#,
+        worker,
+        held,
+        older_than.as_secs_f64()
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// When the next entry of `kind` that is not due yet falls due.
 pub async fn next_due(
     conn: &mut PgConnection,

@@ -78,6 +78,13 @@ struct Fetched {
 }
 
 impl QueuePersistence {
+    /// How long a worker's heartbeat must be missing before its entries are re-enqueued, in
+    /// whole seconds as apalis-postgres takes it: rounded up, since truncating a sub-second
+    /// window (heartbeats under ~334 ms) to 0 would declare every worker dead at every beat.
+    fn orphaned_after_secs(&self) -> u64 {
+        self.config.orphaned_duration().as_secs_f64().ceil() as u64
+    }
+
     /// Fetches what is due, no more than the kind's rate limit allows right now.
     async fn fetch_once(&self, worker: &WorkerContext) -> Result<Fetched, Error> {
         let control = self.controls.get(self.kind);
@@ -137,7 +144,12 @@ impl QueuePersistence {
                 ),
             }
         }
-        self.started.hold(self.kind, tasks.len());
+        self.started.hold(
+            self.kind,
+            tasks
+                .iter()
+                .filter_map(|t| t.task_id().map(|id| id.to_string())),
+        );
         self.started.insert(started);
         if rate_limited && (tasks.len() as i32) < allowed {
             store::queues::refund_tokens(
@@ -201,9 +213,22 @@ impl QueuePersistence {
         let mut tx = self.pool.begin().await?;
         let queue = self.config.queue.as_ref();
         queries::keep_alive(&mut *tx, queue, worker).await?;
-        queries::reenqueue_orphaned(&mut *tx, queue, self.config.orphaned_duration().as_secs())
-            .await?;
+        queries::reenqueue_orphaned(&mut *tx, queue, self.orphaned_after_secs()).await?;
+        // Entries locked to this live worker that it does not hold: a fetch whose statement
+        // committed but whose answer never arrived (the connection broke in between). Nobody
+        // runs them and the heartbeat keeps them from looking orphaned, so give them back; the
+        // attempt is then rescued like one of a lost worker.
+        let stranded = store::queue::unlock_stranded(
+            &mut tx,
+            worker.name(),
+            &self.started.held_ids(self.kind),
+            self.config.orphaned_duration(),
+        )
+        .await?;
         tx.commit().await?;
+        if !stranded.is_empty() {
+            tracing::warn!(worker = worker.name(), entries = ?stranded, "gave back queue entries locked to this worker but never received");
+        }
         Ok(())
     }
 }
@@ -236,8 +261,7 @@ impl Persistence for QueuePersistence {
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let queue = self.config.queue.as_ref();
-        queries::reenqueue_orphaned(&mut *tx, queue, self.config.orphaned_duration().as_secs())
-            .await?;
+        queries::reenqueue_orphaned(&mut *tx, queue, self.orphaned_after_secs()).await?;
         store::queue::register_worker(&mut tx, worker.name(), queue, worker.get_service()).await?;
         tx.commit().await?;
         tracing::debug!(worker = worker.name(), "worker registered");
@@ -311,8 +335,8 @@ impl Persistence for QueuePersistence {
         tx.commit().await?;
         for id in &ids {
             self.started.take(id);
+            self.started.release(self.kind, id);
         }
-        self.started.release(self.kind, ids.len());
         Ok(count)
     }
 

@@ -4,7 +4,6 @@
 //! batch is a single job and nothing waits for company.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -19,42 +18,51 @@ use crate::store::JobRow;
 /// Most outcomes recorded in one transaction.
 const MAX_FINISH_BATCH: usize = 512;
 
-/// Attempts started at fetch time and not yet taken by their handler, and how many attempts of
-/// each kind this process holds (fetched and not finished).
+/// Attempts started at fetch time and not yet taken by their handler, and the attempts of each
+/// kind this process holds (fetched and not finished), by task id.
 #[derive(Clone, Default)]
 pub struct Started {
     rows: Arc<Mutex<HashMap<String, Arc<JobRow>>>>,
-    held: Arc<[AtomicUsize; 3]>,
+    held: Arc<[Mutex<HashSet<String>>; 3]>,
     /// Attempts whose outcome is recorded and whose queue entry is already deleted: apalis'
     /// acknowledgement of them has nothing left to do.
     finalized: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Started {
-    fn slot(kind: JobKind) -> usize {
-        match kind {
+    fn held_of(&self, kind: JobKind) -> &Mutex<HashSet<String>> {
+        &self.held[match kind {
             JobKind::Email => 0,
             JobKind::LongRunning => 1,
             JobKind::Hash => 2,
+        }]
+    }
+
+    /// How many attempts of `kind` this process fetched and has not finished yet.
+    pub fn held(&self, kind: JobKind) -> usize {
+        self.held_of(kind).lock().map_or(0, |set| set.len())
+    }
+
+    /// The task ids of the attempts of `kind` this process holds.
+    pub fn held_ids(&self, kind: JobKind) -> Vec<String> {
+        self.held_of(kind)
+            .lock()
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Attempts of `kind` were fetched.
+    pub fn hold(&self, kind: JobKind, task_ids: impl IntoIterator<Item = String>) {
+        if let Ok(mut set) = self.held_of(kind).lock() {
+            set.extend(task_ids);
         }
     }
 
-    /// Attempts of `kind` fetched by this process and not finished yet.
-    pub fn held(&self, kind: JobKind) -> usize {
-        self.held[Self::slot(kind)].load(Ordering::Relaxed)
-    }
-
-    /// `n` attempts of `kind` were fetched.
-    pub fn hold(&self, kind: JobKind, n: usize) {
-        self.held[Self::slot(kind)].fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// `n` attempts of `kind` ended (finished, skipped or given back).
-    pub fn release(&self, kind: JobKind, n: usize) {
-        let _ =
-            self.held[Self::slot(kind)].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                Some(h.saturating_sub(n))
-            });
+    /// An attempt of `kind` ended (finished, skipped or given back).
+    pub fn release(&self, kind: JobKind, task_id: &str) {
+        if let Ok(mut set) = self.held_of(kind).lock() {
+            set.remove(task_id);
+        }
     }
 
     pub fn insert(&self, rows: Vec<JobRow>) {

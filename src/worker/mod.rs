@@ -140,10 +140,11 @@ async fn handle_attempt(
     executor: Data<Arc<Executor>>,
     kind: Data<JobKind>,
 ) -> Result<(), BoxDynError> {
+    let task_id = task_id.to_string();
     let outcome = executor
-        .run_attempt(args.job_id, &task_id.to_string(), worker.name())
+        .run_attempt(args.job_id, &task_id, worker.name())
         .await;
-    executor.started.release(*kind, 1);
+    executor.started.release(*kind, &task_id);
     outcome.map_err(Into::into)
 }
 

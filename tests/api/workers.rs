@@ -280,3 +280,63 @@ async fn a_batch_wakes_the_workers_of_each_kind_once(_: PgPoolOptions, db: PgCon
     // The delayed emails are due in a minute: the workers' poll finds them, no wake-up now.
     assert_eq!(woken, ["jobq.hash", "jobq.long_running"]);
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_entry_locked_by_a_fetch_whose_answer_was_lost_is_given_back(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // A fetch statement commits (the entry locked to the worker, the job `running`) but its answer
+    // never reaches the worker: the connection broke in between. The worker lives on and
+    // heartbeats, so the entry never looks orphaned; only the worker's own check of what it
+    // holds gives it back.
+    let app = spawn_app_with(db, &["--heartbeat-interval", "200ms"]).await;
+    // Paused, the worker does not take the job itself.
+    let paused = app.post("/v1/queues/hash/pause", &json!({})).await;
+    assert_eq!(paused.status().as_u16(), 200);
+    let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let worker: String = eventually(
+        Duration::from_secs(10),
+        "the hash worker to register",
+        || async {
+            sqlx::query_scalar("SELECT id FROM apalis.workers WHERE worker_type = 'jobq.hash'")
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    // What the lost fetch committed.
+    let locked = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Running', lock_by = $1, lock_at = now() - interval '1 minute'
+         WHERE job_type = 'jobq.hash'",
+    )
+    .bind(&worker)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(locked.rows_affected(), 1);
+    sqlx::query(
+        "UPDATE jobq.jobs SET status = 'running', attempt = 1, worker = $1, started_at = now(),
+                attempt_started_at = now() WHERE id = $2::uuid",
+    )
+    .bind(&worker)
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let resumed = app.post("/v1/queues/hash/resume", &json!({})).await;
+    assert_eq!(resumed.status().as_u16(), 200);
+
+    let done = app.finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2, "the lost attempt counts: {done}");
+    let events = app.events(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "started" && e["data"]["rescued"] == true),
+        "{events:#?}"
+    );
+}
