@@ -1,9 +1,4 @@
 use clap::Parser;
-
-/// mimalloc instead of glibc malloc: the request and worker paths allocate many small JSON values;
-/// glibc spent a third of a batch enqueue in malloc/free (measured with perf).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 
 use jobq::app::App;
@@ -11,6 +6,11 @@ use jobq::auth::{self, KeySpec};
 use jobq::cli::{Cli, Command, KeysCommand};
 use jobq::store;
 use jobq::{api, db, shutdown, telemetry};
+
+/// mimalloc instead of glibc malloc: the request and worker paths allocate many small JSON values;
+/// glibc spent a third of a batch enqueue in malloc/free (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -600,6 +600,38 @@ fn segments(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the spec tests share: the finished spec and a walk over its schema objects.
+#[cfg(test)]
+mod spec_walk {
+    use serde_json::Value;
+
+    /// The spec as served.
+    pub fn served() -> Value {
+        serde_json::from_str(&crate::api::spec_json()).expect("the spec is JSON")
+    }
+
+    /// Every object in `v` with its path below `at`, leaving out what stands under `example` or
+    /// `examples` (data, not schemas).
+    pub fn objects<'a>(v: &'a Value, at: &str, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            Value::Object(map) => {
+                out.push((at.to_owned(), v));
+                for (key, child) in map {
+                    if key != "example" && key != "examples" {
+                        objects(child, &format!("{at}/{key}"), out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    objects(item, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,6 +711,8 @@ mod documented {
     //! Everything a reader of the finished spec meets is described.
     use serde_json::Value;
 
+    use super::spec_walk;
+
     fn described(v: &Value) -> bool {
         v.get("description")
             .and_then(Value::as_str)
@@ -688,34 +722,22 @@ mod documented {
     /// Every property of every schema in `v` (nested ones included), as `where.property`,
     /// that has no description.
     fn undescribed_properties(v: &Value, at: &str, out: &mut Vec<String>) {
-        match v {
-            Value::Object(map) => {
-                if let Some(Value::Object(props)) = map.get("properties") {
-                    for (name, prop) in props {
-                        if !described(prop) {
-                            out.push(format!("{at}.{name}"));
-                        }
-                    }
-                }
-                for (key, child) in map {
-                    // Examples are data, not schemas.
-                    if key != "example" && key != "examples" {
-                        undescribed_properties(child, &format!("{at}/{key}"), out);
+        let mut nodes = Vec::new();
+        spec_walk::objects(v, at, &mut nodes);
+        for (at, node) in nodes {
+            if let Some(Value::Object(props)) = node.get("properties") {
+                for (name, prop) in props {
+                    if !described(prop) {
+                        out.push(format!("{at}.{name}"));
                     }
                 }
             }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    undescribed_properties(item, &format!("{at}/{i}"), out);
-                }
-            }
-            _ => {}
         }
     }
 
     #[tokio::test]
     async fn every_property_operation_parameter_and_response_has_a_description() {
-        let spec: Value = serde_json::from_str(&crate::api::spec_json()).unwrap();
+        let spec = spec_walk::served();
         let mut missing = Vec::new();
         undescribed_properties(&spec["components"], "components", &mut missing);
         undescribed_properties(&spec["paths"], "paths", &mut missing);
@@ -755,8 +777,7 @@ mod agreement {
     use crate::jobs::email;
 
     async fn schemas() -> Value {
-        let spec: Value = serde_json::from_str(&crate::api::spec_json()).unwrap();
-        spec["components"]["schemas"].clone()
+        super::spec_walk::served()["components"]["schemas"].clone()
     }
 
     #[tokio::test]
@@ -820,7 +841,7 @@ mod examples {
     use serde_json::{Map, Value};
 
     async fn spec() -> Value {
-        serde_json::from_str(&crate::api::spec_json()).unwrap()
+        super::spec_walk::served()
     }
 
     /// The errors of `value` against `schema` (the subset of JSON Schema the spec uses:
@@ -953,23 +974,12 @@ mod examples {
 
     /// Every `example` in `v` (schemas and properties), with the schema it belongs to.
     fn examples<'a>(v: &'a Value, at: &str, out: &mut Vec<(String, &'a Value, &'a Value)>) {
-        match v {
-            Value::Object(map) => {
-                if let Some(example) = map.get("example") {
-                    out.push((at.to_owned(), example, v));
-                }
-                for (key, child) in map {
-                    if key != "example" && key != "examples" {
-                        examples(child, &format!("{at}/{key}"), out);
-                    }
-                }
+        let mut nodes = Vec::new();
+        super::spec_walk::objects(v, at, &mut nodes);
+        for (at, node) in nodes {
+            if let Some(example) = node.get("example") {
+                out.push((at, example, node));
             }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    examples(item, &format!("{at}/{i}"), out);
-                }
-            }
-            _ => {}
         }
     }
 

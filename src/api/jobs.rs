@@ -433,13 +433,11 @@ impl JobsApi {
     }
 
     /// Accepts checked requests, mapping an idempotency conflict to 409.
-    async fn accept(&self, mut reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>, ApiError> {
-        let accepted = match (reqs.pop(), reqs.is_empty()) {
-            (Some(one), true) => self.enqueuer.enqueue(one).await.map(|d| vec![d]),
-            (last, _) => {
-                reqs.extend(last);
-                lifecycle::enqueue_many(&self.pool, &reqs).await
-            }
+    async fn accept(&self, reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>, ApiError> {
+        // A single request shares a group commit with concurrent ones; a batch is one already.
+        let accepted = match <[EnqueueRequest; 1]>::try_from(reqs) {
+            Ok([one]) => self.enqueuer.enqueue(one).await.map(|d| vec![d]),
+            Err(reqs) => lifecycle::enqueue_many(&self.pool, &reqs).await,
         };
         match accepted {
             Ok(done) => {

@@ -171,53 +171,7 @@ job_request! {
 }
 
 // The examples Swagger UI shows (and schemathesis sends): valid, accepted, and cheap to run.
-
-impl Example for EnqueueEmail {
-    fn example() -> Self {
-        Self {
-            to: "user@example.com".to_owned(),
-            subject: "Welcome to jobq".to_owned(),
-            body: "Hello,\n\nyour account is ready.\n".to_owned(),
-            max_attempts: None,
-            priority: None,
-            timeout_ms: None,
-            tags: Some(vec!["signup".to_owned()]),
-            run_at: None,
-            delay_ms: None,
-        }
-    }
-}
-
-impl Example for EnqueueLongRunning {
-    fn example() -> Self {
-        Self {
-            steps: 5,
-            step_duration_ms: 200,
-            max_attempts: None,
-            priority: None,
-            timeout_ms: None,
-            tags: None,
-            run_at: None,
-            delay_ms: None,
-        }
-    }
-}
-
-impl Example for EnqueueHash {
-    fn example() -> Self {
-        Self {
-            data: HashData::Text("data1".to_owned()),
-            repeat: Some(1000),
-            algorithm: Some(HashAlgorithm::Sha256),
-            max_attempts: None,
-            priority: None,
-            timeout_ms: None,
-            tags: None,
-            run_at: None,
-            delay_ms: None,
-        }
-    }
-}
+// A schedule's job is the base; the enqueue examples differ from it only where written out.
 
 impl Example for ScheduledEmail {
     fn example() -> Self {
@@ -256,6 +210,34 @@ impl Example for ScheduledHash {
             priority: None,
             timeout_ms: None,
             tags: Some(vec!["digest".to_owned()]),
+        }
+    }
+}
+
+impl Example for EnqueueEmail {
+    fn example() -> Self {
+        Self {
+            to: "user@example.com".to_owned(),
+            subject: "Welcome to jobq".to_owned(),
+            body: "Hello,\n\nyour account is ready.\n".to_owned(),
+            max_attempts: None,
+            tags: Some(vec!["signup".to_owned()]),
+            ..ScheduledEmail::example().into()
+        }
+    }
+}
+
+impl Example for EnqueueLongRunning {
+    fn example() -> Self {
+        ScheduledLongRunning::example().into()
+    }
+}
+
+impl Example for EnqueueHash {
+    fn example() -> Self {
+        Self {
+            tags: None,
+            ..ScheduledHash::example().into()
         }
     }
 }

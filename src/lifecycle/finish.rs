@@ -69,35 +69,32 @@ pub async fn finish_many(
         }
     }
     let entries: Vec<String> = outcomes.iter().map(|o| o.job.task_id.clone()).collect();
-    let mut finished: Vec<Option<Finished>> = Vec::with_capacity(outcomes.len());
-    let succeeded = if ids.len() == outcomes.len() {
-        finished.resize_with(outcomes.len(), || None);
-        store::jobs::succeed_many(pool, &ids, &task_ids, &results, &entries).await?
+    // The other outcomes, in order, and the task ids of the successes that were recorded.
+    let (failed, succeeded) = if ids.len() == outcomes.len() {
+        let succeeded =
+            store::jobs::succeed_many(pool, &ids, &task_ids, &results, &entries).await?;
+        (Vec::new(), succeeded)
     } else {
         let mut tx = pool.begin().await?;
+        let mut failed = Vec::with_capacity(outcomes.len() - ids.len());
         for o in outcomes {
-            finished.push(match o.outcome {
-                Ok(_) => None,
-                Err(error) => {
-                    Some(finish_failed(&mut tx, o.job, error, backoff, o.progress_done).await?)
-                }
-            });
+            if let Err(error) = o.outcome {
+                failed.push(finish_failed(&mut tx, o.job, error, backoff, o.progress_done).await?);
+            }
         }
         let succeeded =
             store::jobs::succeed_many(&mut *tx, &ids, &task_ids, &results, &entries).await?;
         tx.commit().await?;
-        succeeded
+        (failed, succeeded)
     };
     let succeeded: std::collections::HashSet<&str> = succeeded.iter().map(String::as_str).collect();
-    Ok(finished
-        .into_iter()
-        .zip(outcomes)
-        .map(|(f, o)| {
-            f.unwrap_or(if succeeded.contains(o.job.task_id.as_str()) {
-                Finished::Succeeded
-            } else {
-                Finished::NotOwner
-            })
+    let mut failed = failed.into_iter();
+    Ok(outcomes
+        .iter()
+        .map(|o| match o.outcome {
+            Err(_) => failed.next().unwrap_or(Finished::NotOwner),
+            Ok(_) if succeeded.contains(o.job.task_id.as_str()) => Finished::Succeeded,
+            Ok(_) => Finished::NotOwner,
         })
         .collect())
 }

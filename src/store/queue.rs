@@ -71,19 +71,7 @@ pub async fn push(conn: &mut PgConnection, kind: JobKind, entries: &[Entry]) -> 
     Ok(())
 }
 
-/// Deletes the queue entries `task_ids` whose outcome is recorded in the same transaction:
-/// the status row is the record, and a deleted entry costs apalis' fetch nothing.
-pub async fn delete(conn: &mut PgConnection, task_ids: &[String]) -> sqlx::Result<u64> {
-    if task_ids.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query!("DELETE FROM apalis.jobs WHERE id = ANY($1)", task_ids)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}
-
-/// An entry handed to this worker by [`fetch`].
+/// An entry handed to this worker by [`fetch_and_start`].
 pub struct Fetched {
     pub task_id: String,
     pub job: Vec<u8>,

@@ -127,6 +127,7 @@ impl QueuePersistence {
                 .await?;
         let queue = self.config.queue.as_ref();
         let mut tasks = Vec::with_capacity(fetched.len());
+        let mut held = Vec::with_capacity(fetched.len());
         let mut started = Vec::with_capacity(fetched.len());
         for (entry, row) in fetched {
             // The fetch has committed: one unreadable entry must not strand the others.
@@ -134,6 +135,7 @@ impl QueuePersistence {
             match entry_task(entry, queue, worker.name()) {
                 Ok(task) => {
                     tasks.push(task);
+                    held.push(task_id);
                     started.extend(row);
                 }
                 Err(e) => tracing::error!(
@@ -144,12 +146,7 @@ impl QueuePersistence {
                 ),
             }
         }
-        self.started.hold(
-            self.kind,
-            tasks
-                .iter()
-                .filter_map(|t| t.task_id().map(|id| id.to_string())),
-        );
+        self.started.hold(self.kind, held);
         self.started.insert(started);
         if rate_limited && (tasks.len() as i32) < allowed {
             store::queues::refund_tokens(

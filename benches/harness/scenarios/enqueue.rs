@@ -302,8 +302,9 @@ async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> 
         origin: None,
     };
     let reqs = vec![req; 1000];
-    for _ in 0..ctx.plan.enqueue_warmup.div_ceil(1000) {
-        enqueue_many(&pool, &reqs[..ctx.plan.enqueue_warmup.min(1000)]).await?;
+    let warmup = ctx.plan.enqueue_warmup.min(reqs.len());
+    if warmup > 0 {
+        enqueue_many(&pool, &reqs[..warmup]).await?;
     }
     let mut latencies = Vec::with_capacity(batches);
     let start = Instant::now();
@@ -316,13 +317,10 @@ async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> 
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let seconds = start.elapsed().as_secs_f64();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
-        .fetch_one(&pool)
-        .await?;
+    let rows = count_apalis_rows(&pool).await?;
     pool.close().await;
     ctx.pg.drop_db(&db.name).await?;
-    let expected =
-        ctx.plan.enqueue_warmup.div_ceil(1000) * ctx.plan.enqueue_warmup.min(1000) + batches * 1000;
+    let expected = warmup + batches * 1000;
     if rows as usize != expected {
         bail!("enqueue_many accepted {expected} jobs but the queue holds {rows} entries");
     }
@@ -334,9 +332,9 @@ async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> 
     })
 }
 
-async fn count_apalis_rows(db: &ApalisDb) -> anyhow::Result<i64> {
+async fn count_apalis_rows(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
-        .fetch_one(&db.pool)
+        .fetch_one(pool)
         .await?)
 }
 
@@ -378,7 +376,7 @@ async fn apalis_push(
         latencies.extend(task.await.context("producer task")??);
     }
     let seconds = start.elapsed().as_secs_f64();
-    let rows = count_apalis_rows(&db).await?;
+    let rows = count_apalis_rows(&db.pool).await?;
     db.drop(&ctx.pg).await?;
     if rows as usize != ctx.plan.enqueue_warmup + n {
         bail!("apalis pushed {n} tasks but its table holds {rows}");
@@ -413,7 +411,7 @@ async fn apalis_push_all(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> 
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let seconds = start.elapsed().as_secs_f64();
-    let rows = count_apalis_rows(&db).await?;
+    let rows = count_apalis_rows(&db.pool).await?;
     db.drop(&ctx.pg).await?;
     if rows as usize != ctx.plan.enqueue_warmup + batches * 1000 {
         bail!(
