@@ -48,10 +48,9 @@ pub struct Outcome<'a> {
     pub progress_done: u32,
 }
 
-/// Records many outcomes with one commit for the lot. Successes take one statement (rows,
-/// events and queue entries; it commits by itself when all succeeded); the rarer outcomes are
-/// recorded one by one before it, in one transaction with it. The queue entries of all the
-/// attempts are deleted.
+/// Records many outcomes with one commit for the lot. Successes take one statement (rows and
+/// events; it commits by itself when all succeeded); the rarer outcomes are recorded one by one
+/// before it, in one transaction with it. (The attempts' queue entries went when they were taken.)
 pub async fn finish_many(
     pool: &PgPool,
     outcomes: &[Outcome<'_>],
@@ -68,11 +67,9 @@ pub async fn finish_many(
             results.push(result.clone());
         }
     }
-    let entries: Vec<String> = outcomes.iter().map(|o| o.job.task_id.clone()).collect();
     // The other outcomes, in order, and the task ids of the successes that were recorded.
     let (failed, succeeded) = if ids.len() == outcomes.len() {
-        let succeeded =
-            store::jobs::succeed_many(pool, &ids, &task_ids, &results, &entries).await?;
+        let succeeded = store::jobs::succeed_many(pool, &ids, &task_ids, &results).await?;
         (Vec::new(), succeeded)
     } else {
         let mut tx = pool.begin().await?;
@@ -82,8 +79,7 @@ pub async fn finish_many(
                 failed.push(finish_failed(&mut tx, o.job, error, backoff, o.progress_done).await?);
             }
         }
-        let succeeded =
-            store::jobs::succeed_many(&mut *tx, &ids, &task_ids, &results, &entries).await?;
+        let succeeded = store::jobs::succeed_many(&mut *tx, &ids, &task_ids, &results).await?;
         tx.commit().await?;
         (failed, succeeded)
     };

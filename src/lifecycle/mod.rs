@@ -15,7 +15,7 @@ pub use finish::{Finished, Outcome, finish, finish_many};
 pub use group::Enqueuer;
 pub use ops::{BulkRetry, OpsError, bulk_retry, cancel, retry};
 pub use progress::DurableProgress;
-pub use start::{Start, start, unstart_many};
+pub use start::{Start, rescue_lost, start, unstart_many};
 
 /// A failure to read or write the job tables or the queue.
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,11 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{EventType, JobStatus};
+use ulid::Ulid;
+
+use crate::domain::{EventType, JobKind, JobStatus};
 use crate::lifecycle::StoreError;
-use crate::store::{self, JobRow};
+use crate::store::{self, JobRow, queue::Entry};
 
 #[derive(Debug)]
 pub enum Start {
@@ -58,9 +60,11 @@ pub async fn start(
 }
 
 /// Gives back attempts started by [`store::queue::fetch_and_start`] that never reached a handler
-/// (the worker stopped first): the jobs are `queued` again and the attempt does not count.
+/// (the worker stopped first): the jobs are `queued` again, the attempt does not count, and the
+/// same attempt waits in the queue again.
 pub async fn unstart_many(
     conn: &mut PgConnection,
+    kind: JobKind,
     task_ids: &[String],
     worker: &str,
 ) -> Result<(), StoreError> {
@@ -68,14 +72,67 @@ pub async fn unstart_many(
         return Ok(());
     }
     let rows = store::jobs::unstart_many(conn, task_ids, worker).await?;
-    if !rows.is_empty() {
-        let data: Vec<Value> = rows
-            .iter()
-            .map(|r| json!({ "attempt": r.attempt + 1, "reason": "worker stopped before the attempt began" }))
-            .collect();
-        store::events::insert_many(conn, &rows, EventType::Queued, &data).await?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    let entries = rows
+        .iter()
+        .filter_map(|r| {
+            Some(Entry {
+                task_id: Ulid::from_string(&r.task_id).ok()?,
+                job_id: r.id,
+                run_at: None,
+                priority: r.priority,
+            })
+        })
+        .collect::<Vec<_>>();
+    store::queue::push(conn, kind, &entries).await?;
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({ "attempt": r.attempt + 1, "reason": "worker stopped before the attempt began" }))
+        .collect();
+    store::events::insert_many(conn, &rows, EventType::Queued, &data).await?;
     Ok(())
+}
+
+/// Gives every `running` attempt of `kind` that nobody runs (see
+/// [`store::queue::lost_attempts`]) a successor: a new attempt id on the status row and a queue
+/// entry for it, due now. The worker that takes it rescues the job (`start`): a new attempt,
+/// resumed from the last checkpoint, or `failed` if the lost one was the last. Returns the
+/// rescued jobs with the worker that lost each.
+pub async fn rescue_lost(
+    conn: &mut PgConnection,
+    kind: JobKind,
+    worker: &str,
+    held: &[String],
+    window: std::time::Duration,
+) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+    let lost = store::queue::lost_attempts(conn, kind, worker, held, window).await?;
+    if lost.is_empty() {
+        return Ok(Vec::new());
+    }
+    let next: Vec<Ulid> = lost.iter().map(|_| Ulid::generate()).collect();
+    let ids: Vec<Uuid> = lost.iter().map(|l| l.job_id).collect();
+    let old: Vec<String> = lost.iter().map(|l| l.task_id.clone()).collect();
+    let new: Vec<String> = next.iter().map(ToString::to_string).collect();
+    let moved = store::jobs::reassign_lost(conn, &ids, &old, &new).await?;
+    let entries: Vec<Entry> = lost
+        .iter()
+        .zip(&next)
+        .filter(|(l, _)| moved.contains(&l.job_id))
+        .map(|(l, task_id)| Entry {
+            task_id: *task_id,
+            job_id: l.job_id,
+            run_at: None,
+            priority: l.priority,
+        })
+        .collect();
+    store::queue::push(conn, kind, &entries).await?;
+    Ok(lost
+        .into_iter()
+        .filter(|l| moved.contains(&l.job_id))
+        .map(|l| (l.job_id, l.worker))
+        .collect())
 }
 
 /// The data of a `started` event for `row` as the attempt began (the same fields as

@@ -576,15 +576,13 @@ pub async fn unstart_many(
 
 /// `running` -> `succeeded` for many attempts at once (`results[i]` of attempt `task_ids[i]` of
 /// job `ids[i]`), fenced on the attempt and its `running` status, with a `succeeded` event for
-/// each row that changed; and deletes the queue entries `entries` (the attempts' own, whatever
-/// became of them). One statement: without an open transaction it commits by itself. Returns the
-/// task ids of the rows that changed.
+/// each row that changed. One statement: without an open transaction it commits by itself.
+/// Returns the task ids of the rows that changed.
 pub async fn succeed_many(
     ex: impl PgExecutor<'_>,
     ids: &[Uuid],
     task_ids: &[String],
     results: &[Value],
-    entries: &[String],
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"
@@ -600,17 +598,40 @@ pub async fn succeed_many(
             SELECT id, kind, 'succeeded', status,
                    jsonb_build_object('attempt', attempt, 'result', result), owner
             FROM done
-        ), entries AS (
-            DELETE FROM apalis.jobs WHERE id = ANY($4)
         )
         SELECT task_id AS "task_id!" FROM done
         "#,
         ids,
         task_ids,
-        results,
-        entries
+        results
     )
     .fetch_all(ex)
+    .await
+}
+
+/// Hands `running` jobs whose attempt was lost to new attempts `new_task_ids[i]` (still
+/// `running`: the worker that takes the new entry rescues it), fenced on the lost attempt.
+/// Whatever the lost attempt may still try to record is refused from now on. Returns the ids of
+/// the jobs that changed.
+pub async fn reassign_lost(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    task_ids: &[String],
+    new_task_ids: &[String],
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        UPDATE jobq.jobs j
+        SET task_id = t.new_task_id, updated_at = now()
+        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, task_id, new_task_id)
+        WHERE j.id = t.id AND j.task_id = t.task_id AND j.status = 'running'
+        RETURNING j.id
+        "#,
+        ids,
+        task_ids,
+        new_task_ids
+    )
+    .fetch_all(conn)
     .await
 }
 

@@ -1,8 +1,16 @@
-//! The queue entries, in apalis-postgres' `apalis.jobs`. An entry is one attempt of a job; its
-//! arguments are only the job id, the status row holds everything else. Entries are inserted
-//! with the columns and values apalis-postgres' own `push_tasks` writes, except that `run_at`
-//! keeps its sub-second precision (apalis' sink truncates it to whole seconds, which would make
-//! a scheduled job or a backoff up to a second early or late).
+//! The queue entries, in apalis-postgres' `apalis.jobs`. An entry is one attempt of a job that
+//! waits to be taken; its arguments are only the job id, the status row holds everything else.
+//! Entries are inserted with the columns and values apalis-postgres' own `push_tasks` writes,
+//! except that `run_at` keeps its sub-second precision (apalis' sink truncates it to whole
+//! seconds, which would make a scheduled job or a backoff up to a second early or late).
+//!
+//! **An entry is deleted when a worker takes it** ([`fetch_and_start`]), not marked `Running`
+//! and deleted at the end as apalis-postgres does: the status row already says the attempt runs
+//! and on which worker, and one delete is a third of the row work of an update (new row version,
+//! index entries, the check of the `lock_by` foreign key) plus a delete. What apalis-postgres'
+//! `reenqueue_orphaned` did with `Running` entries, [`lost_attempts`] does with `running`
+//! status rows: an attempt whose worker stopped beating (or that its live worker does not hold)
+//! gets a new entry.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,12 +89,12 @@ pub struct Fetched {
     pub priority: i32,
 }
 
-/// Locks up to `limit` due entries of `kind` to `worker` (highest priority first, then the
-/// longest due: the selection of apalis-postgres' `apalis.get_jobs`) and starts their attempts:
-/// each job whose current attempt the entry is and that waits to run becomes `running`, with
-/// its `started` event. One statement; without an open transaction it commits by itself.
-/// Returns each entry with its started row, or `None` where the attempt was not started here (a
-/// rescue, a cancelled or superseded job: the handler's own start decides those).
+/// Takes (deletes) up to `limit` due entries of `kind` (highest priority first, then the longest
+/// due: the selection of apalis-postgres' `apalis.get_jobs`) and starts their attempts on
+/// `worker`: each job whose current attempt the entry is and that waits to run becomes
+/// `running`, with its `started` event. One statement; without an open transaction it commits
+/// by itself. Returns each entry with its started row, or `None` where the attempt was not
+/// started here (a rescue, a cancelled or superseded job: the handler's own start decides those).
 ///
 /// Checked at run time, not by `query!`: sqlx cannot tell the nullability of a data-modifying
 /// CTE's columns, and the job row decodes by name through `JobRow`'s `FromRow`.
@@ -99,8 +107,7 @@ pub async fn fetch_and_start(
     let rows = sqlx::query(
         r#"
         WITH entries AS (
-            UPDATE apalis.jobs
-            SET status = 'Running', lock_by = $2, lock_at = now()
+            DELETE FROM apalis.jobs
             WHERE id IN (
                 SELECT id FROM apalis.jobs
                 WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
@@ -171,26 +178,45 @@ pub async fn fetch_and_start(
         .collect()
 }
 
-/// Puts back to `Pending` the entries locked to `worker` for longer than `older_than` that are
-/// not among `held` (the attempts the worker knows it has); returns their ids.
-pub async fn unlock_stranded(
+/// An attempt that is `running` with nobody running it.
+#[derive(Debug)]
+pub struct LostAttempt {
+    pub job_id: Uuid,
+    pub task_id: String,
+    pub worker: Option<String>,
+    pub priority: i32,
+}
+
+/// Locks the `running` attempts of `kind` that nobody runs and no queue entry waits for: their
+/// worker has not beaten for `window` (or is gone), or it is `worker` itself, which does not
+/// hold them (`held`) although they started more than `window` ago (a fetch that committed but
+/// whose answer was lost with the connection; an outcome that could not be recorded).
+pub async fn lost_attempts(
     conn: &mut PgConnection,
+    kind: JobKind,
     worker: &str,
     held: &[String],
-    older_than: std::time::Duration,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
+    window: std::time::Duration,
+) -> sqlx::Result<Vec<LostAttempt>> {
+    sqlx::query_as!(
+        LostAttempt,
         r#"
-        UPDATE apalis.jobs
-        SET status = 'Pending', lock_by = NULL, lock_at = NULL
-        WHERE lock_by = $1 AND status = 'Running'
-          AND lock_at < now() - make_interval(secs => $3)
-          AND NOT (id = ANY($2))
-        RETURNING id
+        SELECT j.id AS job_id, j.task_id, j.worker, j.priority
+        FROM jobq.jobs j
+        LEFT JOIN apalis.workers w ON w.id = j.worker
+        WHERE j.status = 'running' AND j.kind = $1
+          AND (w.id IS NULL
+               OR w.last_seen < now() - make_interval(secs => $4)
+               OR (j.worker = $2 AND NOT (j.task_id = ANY($3))
+                   AND j.attempt_started_at < now() - make_interval(secs => $4)))
+          -- Already given a new entry that waits to be taken.
+          AND NOT EXISTS (SELECT 1 FROM apalis.jobs e WHERE e.id = j.task_id)
+        FOR UPDATE OF j SKIP LOCKED
         "#,
+        kind.as_str(),
         worker,
         held,
-        older_than.as_secs_f64()
+        window.as_secs_f64()
     )
     .fetch_all(conn)
     .await
@@ -212,8 +238,9 @@ pub async fn next_due(
     .await
 }
 
-/// Deletes queue entries of jobq's queues that apalis finished more than `older_than` ago.
-/// Our status rows and events are the record; finished entries only slow apalis' fetch and ack.
+/// Deletes queue entries of jobq's queues that apalis finished more than `older_than` ago (jobq
+/// deletes an entry when it is taken; databases that ran older versions still hold finished ones).
+/// Our status rows and events are the record; finished entries only slow the fetch.
 pub async fn prune_finished(
     conn: &mut PgConnection,
     older_than: std::time::Duration,
@@ -234,6 +261,7 @@ pub async fn prune_finished(
     .await?
     .rows_affected();
     // Workers of processes long gone that no entry refers to any more (lock_by is a foreign key).
+    // A job still `running` on such a worker is rescued all the same (`lost_attempts`).
     sqlx::query!(
         r#"
         DELETE FROM apalis.workers w

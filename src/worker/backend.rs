@@ -10,16 +10,18 @@
 //!   between fetches; a timer that fires during a fetch is consumed, and a worker that then parks
 //!   after an empty fetch was never woken again. While parked, this backend keeps two wake-ups
 //!   registered: the queue's notifications and a tick at half the heartbeat interval.
-//! - **Group commits.** A fetch locks up to a batch of due entries (our own statement: the same
-//!   selection as apalis' `get_jobs`, planned for the query at hand) and starts their attempts in
-//!   the same transaction (status rows `running`, `started` events); outcomes are recorded in
-//!   batches by the finisher (`batch.rs`), which deletes the entries with them, so apalis'
-//!   acknowledgement of those is skipped. Never more is fetched than the kind has free slots.
+//! - **Group commits.** A fetch takes (deletes) up to a batch of due entries (our own statement:
+//!   the same selection as apalis' `get_jobs`, planned for the query at hand) and starts their
+//!   attempts in the same statement (status rows `running`, `started` events); outcomes are
+//!   recorded in batches by the finisher (`batch.rs`). With no entry left to mark, apalis'
+//!   acknowledgements have nothing to do. Never more is fetched than the kind has free slots.
+//! - **Rescues from the status rows.** An attempt whose worker stopped beating (or that its live
+//!   worker does not hold) gets a new entry ([`lifecycle::rescue_lost`]) where apalis-postgres
+//!   would set its `Running` entry back to `Pending`.
 //! - **Postgres outages do not kill the worker.** Fetches and heartbeats that cannot reach the
 //!   database wait and try again instead of ending the worker's stream (apalis-postgres marks the
 //!   backend dead, the worker stops and its running jobs are dropped).
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,7 +36,7 @@ use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
 use apalis_postgres::{Config, Error, queries};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use ulid::Ulid;
 
@@ -46,9 +48,6 @@ use crate::worker::batch::Started;
 use crate::worker::controls::QueueControls;
 
 type Entry = Task<Vec<u8>>;
-
-/// How long `handle_events` (acks) keeps retrying while the database is unreachable.
-const ACK_RETRY_FOR: Duration = Duration::from_secs(30);
 
 fn unavailable(e: &Error) -> bool {
     matches!(e, Error::Database(db) if store::is_unavailable(db))
@@ -78,13 +77,6 @@ struct Fetched {
 }
 
 impl QueuePersistence {
-    /// How long a worker's heartbeat must be missing before its entries are re-enqueued, in
-    /// whole seconds as apalis-postgres takes it: rounded up, since truncating a sub-second
-    /// window (heartbeats under ~334 ms) to 0 would declare every worker dead at every beat.
-    fn orphaned_after_secs(&self) -> u64 {
-        self.config.orphaned_duration().as_secs_f64().ceil() as u64
-    }
-
     /// Fetches what is due, no more than the kind's rate limit allows right now.
     async fn fetch_once(&self, worker: &WorkerContext) -> Result<Fetched, Error> {
         let control = self.controls.get(self.kind);
@@ -142,7 +134,7 @@ impl QueuePersistence {
                     worker = worker.name(),
                     task_id,
                     error = %e,
-                    "queue entry with an unreadable id skipped (it stays locked to this worker)"
+                    "queue entry with an unreadable id skipped (a job it started is rescued)"
                 ),
             }
         }
@@ -172,59 +164,30 @@ impl QueuePersistence {
         })
     }
 
-    async fn ack(&self, events: &[TaskEvent<Value>], worker: &WorkerContext) -> Result<(), Error> {
-        // Attempts whose outcome the finisher recorded had their entry deleted with it: nothing
-        // to acknowledge (and no round trip, which would hold up the next task's dispatch).
-        let acks: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                TaskEvent::Complete(result) => Some(result),
-                _ => None,
-            })
-            .filter(|r| !self.started.take_finalized(&r.task_id().to_string()))
-            .collect();
-        let acked: HashSet<String> = acks.iter().map(|r| r.task_id().to_string()).collect();
-        let locks: Vec<String> = events
-            .iter()
-            .filter_map(|e| match e {
-                TaskEvent::Lock { task_id } => Some(task_id.to_string()),
-                _ => None,
-            })
-            .filter(|id| !acked.contains(id))
-            .collect();
-        if acks.is_empty() && locks.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        if !acks.is_empty() {
-            queries::handle_results(&mut *tx, &acks, worker.name()).await?;
-        }
-        if !locks.is_empty() {
-            queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn beat(&self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let queue = self.config.queue.as_ref();
         queries::keep_alive(&mut *tx, queue, worker).await?;
-        queries::reenqueue_orphaned(&mut *tx, queue, self.orphaned_after_secs()).await?;
-        // Entries locked to this live worker that it does not hold: a fetch whose statement
-        // committed but whose answer never arrived (the connection broke in between). Nobody
-        // runs them and the heartbeat keeps them from looking orphaned, so give them back; the
-        // attempt is then rescued like one of a lost worker.
-        let stranded = store::queue::unlock_stranded(
-            &mut tx,
+        self.rescue(&mut tx, worker).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rescues the attempts of this kind nobody runs: those of workers that stopped beating,
+    /// and those locked to this live worker that it does not hold (a fetch that committed but
+    /// whose answer never arrived; an outcome it could not record).
+    async fn rescue(&self, conn: &mut PgConnection, worker: &WorkerContext) -> Result<(), Error> {
+        let rescued = lifecycle::rescue_lost(
+            conn,
+            self.kind,
             worker.name(),
             &self.started.held_ids(self.kind),
             self.config.orphaned_duration(),
         )
-        .await?;
-        tx.commit().await?;
-        if !stranded.is_empty() {
-            tracing::warn!(worker = worker.name(), entries = ?stranded, "gave back queue entries locked to this worker but never received");
+        .await
+        .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
+        if !rescued.is_empty() {
+            tracing::warn!(worker = worker.name(), jobs = ?rescued, "attempts nobody runs queued again for a rescue");
         }
         Ok(())
     }
@@ -258,8 +221,8 @@ impl Persistence for QueuePersistence {
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let queue = self.config.queue.as_ref();
-        queries::reenqueue_orphaned(&mut *tx, queue, self.orphaned_after_secs()).await?;
         store::queue::register_worker(&mut tx, worker.name(), queue, worker.get_service()).await?;
+        self.rescue(&mut tx, worker).await?;
         tx.commit().await?;
         tracing::debug!(worker = worker.name(), "worker registered");
         Ok(())
@@ -319,41 +282,34 @@ impl Persistence for QueuePersistence {
         tasks: Vec<Entry>,
         worker: &WorkerContext,
     ) -> Result<u64, Error> {
+        // Attempts the fetch started go back to the queue as they were. A rescue taken but not
+        // begun stays `running` on its lost worker and is rescued again.
         let ids: Vec<String> = tasks
             .iter()
             .filter_map(|t| t.task_id().map(|id| id.to_string()))
+            .filter(|id| self.started.take(id).is_some())
             .collect();
         let mut tx = self.pool.begin().await?;
-        let queue = self.config.queue.as_ref();
-        let count = queries::reenqueue_abandoned(&mut *tx, queue, worker.name(), &ids).await?;
-        lifecycle::unstart_many(&mut tx, &ids, worker.name())
+        lifecycle::unstart_many(&mut tx, self.kind, &ids, worker.name())
             .await
             .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
         tx.commit().await?;
-        for id in &ids {
-            self.started.take(id);
-            self.started.release(self.kind, id);
+        for task in &tasks {
+            if let Some(id) = task.task_id() {
+                self.started.release(self.kind, &id.to_string());
+            }
         }
-        Ok(count)
+        Ok(ids.len() as u64)
     }
 
     async fn handle_events(
         &mut self,
-        events: Vec<TaskEvent<Value>>,
-        worker: &WorkerContext,
+        _events: Vec<TaskEvent<Value>>,
+        _worker: &WorkerContext,
     ) -> Result<(), Error> {
-        let until = Instant::now() + ACK_RETRY_FOR;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.ack(&events, worker).await {
-                Err(e) if unavailable(&e) && Instant::now() + wait < until => {
-                    tracing::warn!(worker = worker.name(), error = %e, "ack failed: database unavailable; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                other => return other,
-            }
-        }
+        // The entry of an attempt was deleted when it was taken, and its outcome is on the
+        // status row: apalis' acknowledgement (`Done`/`Failed` on the entry) has nothing to mark.
+        Ok(())
     }
 
     async fn push_tasks(&mut self, tasks: Vec<Entry>) -> Result<(), Error> {

@@ -24,9 +24,6 @@ const MAX_FINISH_BATCH: usize = 512;
 pub struct Started {
     rows: Arc<Mutex<HashMap<String, Arc<JobRow>>>>,
     held: Arc<[Mutex<HashSet<String>>; 3]>,
-    /// Attempts whose outcome is recorded and whose queue entry is already deleted: apalis'
-    /// acknowledgement of them has nothing left to do.
-    finalized: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Started {
@@ -77,19 +74,6 @@ impl Started {
     pub fn take(&self, task_id: &str) -> Option<Arc<JobRow>> {
         self.rows.lock().ok()?.remove(task_id)
     }
-
-    fn finalize<'a>(&self, task_ids: impl Iterator<Item = &'a str>) {
-        if let Ok(mut set) = self.finalized.lock() {
-            set.extend(task_ids.map(str::to_owned));
-        }
-    }
-
-    /// True (once) if the outcome of attempt `task_id` was recorded with its entry deleted.
-    pub fn take_finalized(&self, task_id: &str) -> bool {
-        self.finalized
-            .lock()
-            .is_ok_and(|mut set| set.remove(task_id))
-    }
 }
 
 struct Request {
@@ -107,9 +91,9 @@ pub struct Finisher {
 
 impl Finisher {
     /// Starts the recording task; it ends when the last `Finisher` clone is dropped.
-    pub fn start(pool: PgPool, backoff: Backoff, started: Started) -> Self {
+    pub fn start(pool: PgPool, backoff: Backoff) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(record(pool, backoff, started, rx));
+        tokio::spawn(record(pool, backoff, rx));
         Self { tx }
     }
 
@@ -136,12 +120,7 @@ impl Finisher {
     }
 }
 
-async fn record(
-    pool: PgPool,
-    backoff: Backoff,
-    started: Started,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-) {
+async fn record(pool: PgPool, backoff: Backoff, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_FINISH_BATCH).await > 0 {
         let outcomes: Vec<Outcome<'_>> = batch
@@ -156,7 +135,6 @@ async fn record(
         drop(outcomes);
         match recorded {
             Ok(finished) => {
-                started.finalize(batch.iter().map(|r| r.job.task_id.as_str()));
                 for (request, f) in batch.drain(..).zip(finished) {
                     let _ = request.reply.send(Ok(f));
                 }
@@ -183,9 +161,6 @@ async fn record(
                         request.progress_done,
                     )
                     .await;
-                    if f.is_ok() {
-                        started.finalize(std::iter::once(request.job.task_id.as_str()));
-                    }
                     let _ = request.reply.send(f);
                 }
             }

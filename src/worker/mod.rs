@@ -55,7 +55,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         running,
         started: started.clone(),
-        finisher: Finisher::start(pool.clone(), config.worker.backoff(), started.clone()),
+        finisher: Finisher::start(pool.clone(), config.worker.backoff()),
         hash_threads: Arc::new(tokio::sync::Semaphore::new(config.worker.hash_threads())),
     });
     let instance = instance_name();

@@ -237,7 +237,7 @@ async fn outcomes_recorded_together_stay_each_jobs_own(_: PgPoolOptions, db: PgC
         per_job.iter().all(|&(s, t)| s == 1 && t == 1),
         "{per_job:?}"
     );
-    // The queue entries went with the outcomes (none is left `Running` or waiting for pruning).
+    // Each queue entry went when its attempt was taken (none is left `Running` or to prune).
     let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
         .fetch_one(&app.pool)
         .await
@@ -282,14 +282,14 @@ async fn a_batch_wakes_the_workers_of_each_kind_once(_: PgPoolOptions, db: PgCon
 }
 
 #[sqlx::test(migrations = false)]
-async fn an_entry_locked_by_a_fetch_whose_answer_was_lost_is_given_back(
+async fn an_attempt_taken_by_a_fetch_whose_answer_was_lost_is_rescued(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    // A fetch statement commits (the entry locked to the worker, the job `running`) but its answer
-    // never reaches the worker: the connection broke in between. The worker lives on and
-    // heartbeats, so the entry never looks orphaned; only the worker's own check of what it
-    // holds gives it back.
+    // A fetch statement commits (the entry taken, the job `running` on the worker) but its
+    // answer never reaches the worker: the connection broke in between. The worker lives on and
+    // heartbeats, so the attempt never looks orphaned; only the worker's own check of what it
+    // holds rescues it.
     let app = spawn_app_with(db, &["--heartbeat-interval", "200ms"]).await;
     // Paused, the worker does not take the job itself.
     let paused = app.post("/v1/queues/hash/pause", &json!({})).await;
@@ -308,22 +308,19 @@ async fn an_entry_locked_by_a_fetch_whose_answer_was_lost_is_given_back(
     )
     .await;
     // What the lost fetch committed.
-    let locked = sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Running', lock_by = $1, lock_at = now() - interval '1 minute'
-         WHERE job_type = 'jobq.hash'",
-    )
-    .bind(&worker)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(locked.rows_affected(), 1);
-    sqlx::query(
+    let taken = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'jobq.hash'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(taken.rows_affected(), 1);
+    let lost_task: String = sqlx::query_scalar(
         "UPDATE jobq.jobs SET status = 'running', attempt = 1, worker = $1, started_at = now(),
-                attempt_started_at = now() WHERE id = $2::uuid",
+                attempt_started_at = now() - interval '1 minute' WHERE id = $2::uuid
+         RETURNING task_id",
     )
     .bind(&worker)
     .bind(&id)
-    .execute(&app.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
     let resumed = app.post("/v1/queues/hash/resume", &json!({})).await;
@@ -339,4 +336,11 @@ async fn an_entry_locked_by_a_fetch_whose_answer_was_lost_is_given_back(
             .any(|e| e["type"] == "started" && e["data"]["rescued"] == true),
         "{events:#?}"
     );
+    // The rescue ran as a new attempt: the lost one could no longer record anything.
+    let task: String = sqlx::query_scalar("SELECT task_id FROM jobq.jobs WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_ne!(task, lost_task);
 }
