@@ -152,12 +152,7 @@ async fn finish_failed(
             let row = store::jobs::release(&mut *tx, job.id, &job.task_id, &next.to_string(), done)
                 .await?;
             if row.is_some() {
-                let entry = Entry {
-                    task_id: next,
-                    job_id: job.id,
-                    run_at: None,
-                    priority: job.priority,
-                };
+                let entry = Entry::due_now(next, job.id, job.priority);
                 store::queue::push(&mut *tx, kind, &[entry]).await?;
             }
             let data =

@@ -147,12 +147,10 @@ async fn requeue(
             "previous_attempts": old.map(|j| j.attempt),
         }));
         if let (Some(kind), Some(task)) = (JobKind::parse(&row.kind), task_of.get(&row.id)) {
-            by_kind.entry(kind).or_default().push(Entry {
-                task_id: *task,
-                job_id: row.id,
-                run_at: None,
-                priority: row.priority,
-            });
+            by_kind
+                .entry(kind)
+                .or_default()
+                .push(Entry::due_now(*task, row.id, row.priority));
         }
     }
     for (kind, entries) in by_kind {

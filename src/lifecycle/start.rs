@@ -1,11 +1,12 @@
 //! A worker takes an attempt: `queued`/`retrying` -> `running`, or a rescue of an attempt whose
 //! worker died (`running` with the same task id).
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
-
 use ulid::Ulid;
+use uuid::Uuid;
 
 use crate::domain::{EventType, JobKind, JobStatus};
 use crate::lifecycle::StoreError;
@@ -77,15 +78,12 @@ pub async fn unstart_many(
     }
     let entries = rows
         .iter()
-        .filter_map(|r| {
-            Some(Entry {
-                task_id: Ulid::from_string(&r.task_id).ok()?,
-                job_id: r.id,
-                run_at: None,
-                priority: r.priority,
-            })
+        .map(|r| {
+            let task_id = Ulid::from_string(&r.task_id)
+                .map_err(|e| sqlx::Error::Decode(format!("task id {:?}: {e}", r.task_id).into()))?;
+            Ok(Entry::due_now(task_id, r.id, r.priority))
         })
-        .collect::<Vec<_>>();
+        .collect::<sqlx::Result<Vec<_>>>()?;
     store::queue::push(conn, kind, &entries).await?;
     let data: Vec<Value> = rows
         .iter()
@@ -115,24 +113,21 @@ pub async fn rescue_lost(
     let ids: Vec<Uuid> = lost.iter().map(|l| l.job_id).collect();
     let old: Vec<String> = lost.iter().map(|l| l.task_id.clone()).collect();
     let new: Vec<String> = next.iter().map(ToString::to_string).collect();
-    let moved = store::jobs::reassign_lost(conn, &ids, &old, &new).await?;
-    let entries: Vec<Entry> = lost
-        .iter()
-        .zip(&next)
-        .filter(|(l, _)| moved.contains(&l.job_id))
-        .map(|(l, task_id)| Entry {
-            task_id: *task_id,
-            job_id: l.job_id,
-            run_at: None,
-            priority: l.priority,
-        })
-        .collect();
-    store::queue::push(conn, kind, &entries).await?;
-    Ok(lost
+    let moved: HashSet<Uuid> = store::jobs::reassign_lost(conn, &ids, &old, &new)
+        .await?
         .into_iter()
-        .filter(|l| moved.contains(&l.job_id))
-        .map(|l| (l.job_id, l.worker))
-        .collect())
+        .collect();
+    let (rescued, entries): (Vec<_>, Vec<_>) = lost
+        .into_iter()
+        .zip(next)
+        .filter(|(l, _)| moved.contains(&l.job_id))
+        .map(|(l, task_id)| {
+            let entry = Entry::due_now(task_id, l.job_id, l.priority);
+            ((l.job_id, l.worker), entry)
+        })
+        .unzip();
+    store::queue::push(conn, kind, &entries).await?;
+    Ok(rescued)
 }
 
 /// The data of a `started` event for `row` as the attempt began (the same fields as

@@ -47,6 +47,18 @@ pub struct Entry {
     pub priority: i32,
 }
 
+impl Entry {
+    /// The entry of attempt `task_id` of job `job_id`, due now.
+    pub fn due_now(task_id: Ulid, job_id: Uuid, priority: i32) -> Self {
+        Self {
+            task_id,
+            job_id,
+            run_at: None,
+            priority,
+        }
+    }
+}
+
 /// Adds entries of `kind` in one statement. Entries due now are announced by the table's insert
 /// trigger (NOTIFY at commit, one per statement and kind).
 pub async fn push(conn: &mut PgConnection, kind: JobKind, entries: &[Entry]) -> sqlx::Result<()> {

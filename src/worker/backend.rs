@@ -49,6 +49,10 @@ use crate::worker::controls::QueueControls;
 
 type Entry = Task<Vec<u8>>;
 
+fn store_error(lifecycle::StoreError::Db(e): lifecycle::StoreError) -> Error {
+    Error::Database(e)
+}
+
 fn unavailable(e: &Error) -> bool {
     matches!(e, Error::Database(db) if store::is_unavailable(db))
 }
@@ -174,7 +178,7 @@ impl QueuePersistence {
     }
 
     /// Rescues the attempts of this kind nobody runs: those of workers that stopped beating,
-    /// and those locked to this live worker that it does not hold (a fetch that committed but
+    /// and those running on this live worker that it does not hold (a fetch that committed but
     /// whose answer never arrived; an outcome it could not record).
     async fn rescue(&self, conn: &mut PgConnection, worker: &WorkerContext) -> Result<(), Error> {
         let rescued = lifecycle::rescue_lost(
@@ -185,7 +189,7 @@ impl QueuePersistence {
             self.config.orphaned_duration(),
         )
         .await
-        .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
+        .map_err(store_error)?;
         if !rescued.is_empty() {
             tracing::warn!(worker = worker.name(), jobs = ?rescued, "attempts nobody runs queued again for a rescue");
         }
@@ -292,7 +296,7 @@ impl Persistence for QueuePersistence {
         let mut tx = self.pool.begin().await?;
         lifecycle::unstart_many(&mut tx, self.kind, &ids, worker.name())
             .await
-            .map_err(|lifecycle::StoreError::Db(e)| Error::Database(e))?;
+            .map_err(store_error)?;
         tx.commit().await?;
         for task in &tasks {
             if let Some(id) = task.task_id() {
