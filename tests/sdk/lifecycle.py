@@ -455,7 +455,11 @@ class Run:
         check(sched.job.data == "tick" and sched.kind == JobKind.HASH, f"create_schedule: job {sched.job}")
         check(not sched.paused, "create_schedule: paused")
         listed = expect(list_schedules.sync_detailed(client=self.admin), 200, ScheduleList, "list_schedules")
-        check(sched.id in [s.id for s in listed.schedules], "list_schedules: the new schedule is missing")
+        check(
+            sched.id in [s.id for s in listed.schedules],
+            f"list_schedules: the new schedule {sched.id} ({sched.tenant}/{sched.name}) is missing from "
+            f"{[(str(s.id), s.tenant, s.name) for s in listed.schedules]}",
+        )
         paused = expect(pause_schedule.sync_detailed(sched.id, client=self.admin), 200, Schedule, "pause_schedule")
         check(paused.paused, "pause_schedule: not paused")
         resumed = expect(resume_schedule.sync_detailed(sched.id, client=self.admin), 200, Schedule, "resume_schedule")
