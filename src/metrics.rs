@@ -80,7 +80,8 @@ pub fn http_request(route: String, method: String, status: u16, started: Instant
 }
 
 /// The text exposition, with the queue gauges refreshed from the database.
-pub async fn render(pool: &PgPool, websocket_sessions: Option<usize>) -> String {
+/// `hub` is this process's event hub, if it runs one: (WebSocket sessions, log reads).
+pub async fn render(pool: &PgPool, hub: Option<(usize, u64)>) -> String {
     if let Ok(depths) = store::jobs::depths(pool).await {
         for kind in JobKind::ALL {
             for status in ["scheduled", "queued", "retrying", "running"] {
@@ -92,8 +93,9 @@ pub async fn render(pool: &PgPool, websocket_sessions: Option<usize>) -> String 
             }
         }
     }
-    if let Some(n) = websocket_sessions {
-        gauge!("jobq_websocket_sessions").set(n as f64);
+    if let Some((sessions, reads)) = hub {
+        gauge!("jobq_websocket_sessions").set(sessions as f64);
+        counter!("jobq_event_log_reads_total").absolute(reads);
     }
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }

@@ -335,7 +335,7 @@ impl JobsApi {
             .as_ref()
             .ok_or_else(|| ApiError::unavailable(&"no event hub in this process"))?;
         // Subscribe before reading the job: a finish between the two is not missed.
-        let mut live = hub.subscribe();
+        let mut live = hub.subscribe().await;
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(seconds));
         loop {

@@ -1,11 +1,12 @@
 //! The per-process reader of the event log and its in-memory fan-out.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -39,6 +40,13 @@ pub struct Published {
 #[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Published>>,
+    /// Whether the hub stopped following the log because nobody listened. Changed together
+    /// with the receiver count under this lock (see [`EventHub::subscribe`]).
+    detached: Arc<Mutex<bool>>,
+    /// Subscribers that found the hub detached wait here until it follows the log again.
+    resync: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// Reads of the log by the hub (statements), for tests and metrics.
+    reads: Arc<AtomicU64>,
 }
 
 impl EventHub {
@@ -47,28 +55,64 @@ impl EventHub {
     /// a session "from now" starts at the end it reads itself, never before the hub's.
     pub async fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
         let (tx, _) = broadcast::channel(BACKLOG);
-        let hub = Self { tx };
+        let (resync, requests) = mpsc::unbounded_channel();
+        let hub = Self {
+            tx,
+            detached: Arc::default(),
+            resync,
+            reads: Arc::default(),
+        };
         let start = store::events::head(&pool).await.ok();
-        tokio::spawn(hub.clone().run(pool, start, shutdown));
+        tokio::spawn(hub.clone().run(pool, start, requests, shutdown));
         hub
     }
 
-    /// Events published from now on. Subscribe *before* replaying from the log, then skip what
-    /// the replay already delivered (by position): nothing is missed at the seam.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
-        self.tx.subscribe()
+    /// Events published from now on. Subscribe *before* reading anything from the log (a
+    /// replay, a job row), then skip what that read already covered (by position): nothing is
+    /// missed at the seam, because every event the hub publishes from here on lies after the
+    /// log's end as read by the caller.
+    ///
+    /// While nobody listens the hub does not read the log at all (each enqueue and each batch
+    /// of finished jobs notifies; reading after each one was a fifth of the API's statements).
+    /// A subscriber that finds it detached waits until the hub has caught up with the log's
+    /// end, which it reads *after* this subscriber was counted, so the caller's own later read
+    /// of the end is at or after the hub's position.
+    pub async fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        let (live, detached) = {
+            let detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+            (self.tx.subscribe(), *detached)
+        };
+        if detached {
+            let (done, caught_up) = oneshot::channel();
+            if self.resync.send(done).is_ok() {
+                // Err: the hub stopped (shutdown); the session ends with it.
+                let _ = caught_up.await;
+            }
+        }
+        live
+    }
+
+    /// How many statements the hub has run against the log.
+    pub fn log_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     pub fn subscribers(&self) -> usize {
         self.tx.receiver_count()
     }
 
-    async fn run(self, pool: PgPool, start: Option<Position>, shutdown: CancellationToken) {
+    async fn run(
+        self,
+        pool: PgPool,
+        start: Option<Position>,
+        mut requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        shutdown: CancellationToken,
+    ) {
         let mut position = if let Some(p) = start {
             p
         } else {
             loop {
-                match store::events::head(&pool).await {
+                match self.head(&pool).await {
                     Ok(p) => break p,
                     Err(e) => {
                         tracing::warn!(error = %e, "event hub cannot read the log yet");
@@ -91,22 +135,25 @@ impl EventHub {
                     })
                     .ok();
             }
-            match self.publish_new(&pool, &mut position).await {
-                Ok(held_back) => {
-                    recheck = if held_back {
-                        // Double up to the idle interval while a transaction holds events back.
-                        if recheck >= IDLE_RECHECK {
-                            HELD_BACK_RECHECK
+            let detached = self.detach_if_unwatched();
+            if !detached {
+                match self.publish_new(&pool, &mut position).await {
+                    Ok(held_back) => {
+                        recheck = if held_back {
+                            // Double up to the idle interval while a transaction holds events back.
+                            if recheck >= IDLE_RECHECK {
+                                HELD_BACK_RECHECK
+                            } else {
+                                (recheck * 2).min(IDLE_RECHECK)
+                            }
                         } else {
-                            (recheck * 2).min(IDLE_RECHECK)
-                        }
-                    } else {
-                        IDLE_RECHECK
-                    };
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "event hub cannot read the log; retrying");
-                    recheck = IDLE_RECHECK;
+                            IDLE_RECHECK
+                        };
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event hub cannot read the log; retrying");
+                        recheck = IDLE_RECHECK;
+                    }
                 }
             }
             let notified = async {
@@ -117,7 +164,12 @@ impl EventHub {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(recheck) => {}
+                // Detached, only a subscriber wakes the hub (notifications are drained below).
+                _ = tokio::time::sleep(recheck), if !detached => {}
+                request = requests.recv() => match request {
+                    Some(first) => self.catch_up(&pool, &mut position, first, &mut requests).await,
+                    None => return,
+                },
                 received = notified => {
                     // Ok(None): the connection dropped and reconnects on the next call; the log
                     // read above covers anything notified meanwhile. Err: build a new listener.
@@ -129,21 +181,51 @@ impl EventHub {
         }
     }
 
+    /// Stops following the log if nobody listens; returns whether the hub is detached.
+    fn detach_if_unwatched(&self) -> bool {
+        let mut detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.tx.receiver_count() == 0 {
+            *detached = true;
+        }
+        *detached
+    }
+
+    /// Answers subscribers waiting for the hub to follow the log again. If it is detached, it
+    /// skips to the log's end first, read now, after those subscribers were counted: events up
+    /// to there are final, so none of them is news to a subscriber that reads its own start
+    /// afterwards. If the end cannot be read, the hub follows on from where it stopped (slower
+    /// while it catches up, never missing anything).
+    async fn catch_up(
+        &self,
+        pool: &PgPool,
+        position: &mut Position,
+        first: oneshot::Sender<()>,
+        requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    ) {
+        let detached = *self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+        if detached {
+            match self.head(pool).await {
+                Ok(head) => *position = (*position).max(head),
+                Err(e) => tracing::warn!(error = %e, "event hub cannot read the log's end"),
+            }
+            *self.detached.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        }
+        let _ = first.send(());
+        while let Ok(waiting) = requests.try_recv() {
+            let _ = waiting.send(());
+        }
+    }
+
+    async fn head(&self, pool: &PgPool) -> sqlx::Result<Position> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        store::events::head(pool).await
+    }
+
     /// Broadcasts every final event after `position`; returns whether committed events remain
     /// after it (held back behind a running transaction, or final since the page was read).
     async fn publish_new(&self, pool: &PgPool, position: &mut Position) -> sqlx::Result<bool> {
-        if self.tx.receiver_count() == 0 {
-            // Nobody in this process listens: skip to the end of the log instead of reading and
-            // framing every event. The end is read before the second look, so a session that
-            // subscribes after that look reads its own start at or after it (positions of
-            // final events only grow) and is handed everything after its start.
-            let head = store::events::head(pool).await?;
-            if self.tx.receiver_count() == 0 {
-                *position = (*position).max(head);
-                return store::events::any_after(pool, *position).await;
-            }
-        }
         loop {
+            self.reads.fetch_add(1, Ordering::Relaxed);
             let page = store::events::page_after(pool, *position, PAGE).await?;
             let full = page.len() as i64 == PAGE;
             for row in page {
@@ -170,6 +252,7 @@ impl EventHub {
             }
             if !full {
                 // Asked after the page: an event that became final in between is seen here too.
+                self.reads.fetch_add(1, Ordering::Relaxed);
                 return store::events::any_after(pool, *position).await;
             }
         }

@@ -163,7 +163,7 @@ pub async fn run(
         },
     };
     // Subscribe before anything is read from the log (see EventHub::subscribe).
-    let mut live = hub.subscribe();
+    let mut live = hub.subscribe().await;
     let mut session = Session {
         sink,
         send_timeout,

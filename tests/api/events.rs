@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, spawn_app_with};
+use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, metric, spawn_app_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -438,4 +438,75 @@ async fn a_client_that_never_answers_pings_is_closed_with_4000(
     );
     alive.send(json!({"type": "ping"})).await;
     alive.expect("pong").await;
+}
+
+/// The hub's reads of the event log so far, from `/metrics`.
+async fn log_reads(app: &TestApp) -> f64 {
+    let text = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    metric(&text, "jobq_event_log_reads_total")
+}
+
+/// Every enqueue and every batch of finished jobs notifies the hub; while nobody subscribes it
+/// reads nothing. The first subscriber after such a quiet spell gets each event after its
+/// start (the hub catches up before the subscriber reads its start) and none from before.
+#[sqlx::test(migrations = false)]
+async fn the_hub_reads_no_log_while_nobody_listens_and_a_late_subscriber_misses_nothing(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &[]).await;
+    let before = log_reads(&app).await;
+    let mut quiet = Vec::new();
+    for i in 0..10 {
+        let job = app
+            .enqueue("/v1/jobs/hash", json!({"data": format!("quiet {i}")}))
+            .await;
+        quiet.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &quiet {
+        assert_eq!(app.finished(id, WAIT).await["status"], "succeeded");
+    }
+    assert!(app.events(&quiet[9]).await.len() >= 3, "the log has events");
+    assert_eq!(
+        log_reads(&app).await,
+        before,
+        "the hub read the log with nobody subscribed"
+    );
+
+    let mut ws = WsClient::connect(&app, "").await;
+    ws.expect("subscribed").await;
+    let job = app.enqueue("/v1/jobs/hash", json!({"data": "heard"})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let events = ws.events_until(WAIT, is_terminal_of(&id)).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["queued", "started", "succeeded"], "{events:?}");
+    assert!(events.iter().all(|e| e["job_id"] == id.as_str()));
+    assert_eq!(events, app.events(&id).await);
+    assert!(
+        log_reads(&app).await > before,
+        "the hub follows the log again"
+    );
+
+    // Everyone gone: the hub detaches again, and a second late subscriber is served too.
+    ws.close().await;
+    let quiet_again = app.enqueue("/v1/jobs/hash", json!({"data": "quiet"})).await;
+    app.finished(quiet_again["id"].as_str().unwrap(), WAIT)
+        .await;
+    let mut late = WsClient::connect(&app, "").await;
+    late.expect("subscribed").await;
+    let job = app
+        .enqueue("/v1/jobs/hash", json!({"data": "heard again"}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let events = late.events_until(WAIT, is_terminal_of(&id)).await;
+    assert!(
+        events.iter().all(|e| e["job_id"] == id.as_str()),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 3, "{events:?}");
 }

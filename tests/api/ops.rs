@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{JobqProcess, SmtpServer, TestApp, closed_port, eventually, spawn_app_with};
+use crate::helpers::{
+    JobqProcess, SmtpServer, TestApp, closed_port, eventually, metric, spawn_app_with,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -381,14 +383,6 @@ async fn cancelling_a_running_job_in_another_process_stops_its_work(
         "nothing after the cancel"
     );
     assert_eq!(events.last().unwrap()["data"]["previous_status"], "running");
-}
-
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name_and_labels} in\n{text}"))
 }
 
 #[sqlx::test(migrations = false)]

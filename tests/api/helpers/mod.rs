@@ -47,3 +47,12 @@ pub fn time(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a timestamp: {v}"))
 }
+
+/// The value of one sample (`name` or `name{labels}`) in a Prometheus text exposition.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in\n{text}"))
+}
