@@ -69,12 +69,12 @@ impl EventHub {
 
     /// Events published from now on. Subscribe *before* reading anything from the log (a
     /// replay, a job row), then skip what that read already covered (by position): nothing is
-    /// missed at the seam, because every event the hub publishes from here on lies after the
-    /// log's end as read by the caller.
+    /// missed at the seam, because every event after the log's end as the caller reads it
+    /// afterwards will be published (events at or before it may be too, and are skipped).
     ///
     /// While nobody listens the hub does not read the log at all (each enqueue and each batch
-    /// of finished jobs notifies; reading after each one was a fifth of the API's statements).
-    /// A subscriber that finds it detached waits until the hub has caught up with the log's
+    /// of finished jobs notifies; the two reads after each were two of every three statements
+    /// of an API process taking single enqueues one at a time). A subscriber that finds it detached waits until the hub has caught up with the log's
     /// end, which it reads *after* this subscriber was counted, so the caller's own later read
     /// of the end is at or after the hub's position.
     pub async fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
