@@ -119,8 +119,13 @@ pub async fn fetch_and_start(
     let rows = sqlx::query(
         r#"
         WITH entries AS (
+            -- `= ANY(ARRAY(..))`, not `IN (..)`: the entries are then deleted through the
+            -- primary key whatever the row estimates, so the generic plan Postgres switches to
+            -- after five executions is as good as a custom one and the fetch is not planned
+            -- again each time (0.2-0.3 ms of a 3-job fetch's ~0.5 ms). With `IN`, the generic
+            -- plan hash-joined a sequential scan of every entry.
             DELETE FROM apalis.jobs
-            WHERE id IN (
+            WHERE id = ANY(ARRAY(
                 SELECT id FROM apalis.jobs
                 WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
                   AND run_at < now() AND job_type = $1
@@ -130,7 +135,7 @@ pub async fn fetch_and_start(
                 ORDER BY priority DESC, run_at ASC
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
-            )
+            ))
             RETURNING id, job, attempts, max_attempts, run_at, priority,
                       -- The job id from the entry's arguments ({"job_id": "..."}); NULL rather
                       -- than an error for anything else, so one bad entry cannot stop a queue.
