@@ -139,7 +139,12 @@ async fn kill_9_of_a_worker_under_load_loses_nothing(_: PgPoolOptions, db: PgCon
     worker.kill();
     let killed = Instant::now();
     let killed_at = chrono::Utc::now();
-    let _replacement = JobqProcess::start(&db, &flags).await;
+    // Two replacements start at once: both look for the dead worker's attempts in the same
+    // moment, and each attempt must get exactly one successor.
+    let (_replacement, _second) = tokio::join!(
+        JobqProcess::start(&db, &flags),
+        JobqProcess::start(&db, &flags)
+    );
     let report = load.finish().await;
     assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
 
@@ -175,6 +180,18 @@ async fn kill_9_of_a_worker_under_load_loses_nothing(_: PgPoolOptions, db: PgCon
     assert!(
         resumed > 0,
         "a long-running job resumed from its checkpoint"
+    );
+    // No attempt ran twice (two rescuers, two `started` events of one attempt number).
+    let started_twice: Vec<(uuid::Uuid, i32, i64)> = sqlx::query_as(
+        "SELECT job_id, (data->>'attempt')::int, count(*) FROM jobq.job_events
+         WHERE type = 'started' GROUP BY 1, 2 HAVING count(*) > 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        started_twice.is_empty(),
+        "attempts started twice (job, attempt, starts): {started_twice:?}"
     );
     // Orphans are rescued after 2 missed 1 s heartbeats (+ the new worker's start).
     let recovered = recovered.expect("jobs were rescued");
