@@ -3,7 +3,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{eventually, spawn_app_with, time};
+use jobq::auth::Role;
+
+use crate::helpers::{create_key, eventually, spawn_app_with, start_app, time};
 use sqlx::postgres::PgListener;
 
 #[sqlx::test(migrations = false)]
@@ -343,4 +345,81 @@ async fn an_attempt_taken_by_a_fetch_whose_answer_was_lost_is_rescued(
         .await
         .unwrap();
     assert_ne!(task, lost_task);
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_attempt_left_running_by_an_earlier_version_is_rescued_after_the_upgrade(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // The database as a jobq before queue entries were deleted at fetch left it: a job running
+    // on a worker that has since died, its entry `Running` and locked by that worker.
+    let pool = PgPoolOptions::new().connect_with(db).await.unwrap();
+    apalis_postgres::PostgresStorage::setup(&pool)
+        .await
+        .unwrap();
+    let all = &jobq::db::MIGRATOR;
+    let earlier = sqlx::migrate::Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version < 20261128000008)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        ignore_missing: all.ignore_missing,
+        locking: all.locking,
+        no_tx: all.no_tx,
+        table_name: all.table_name.clone(),
+        create_schemas: all.create_schemas.clone(),
+    };
+    earlier.run(&pool).await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    let task = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, last_seen)
+         VALUES ('old-worker', 'jobq.hash', 'PostgresStorage', now() - interval '1 hour')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobq.jobs (id, kind, status, payload, attempt, max_attempts, task_id, worker,
+                                started_at, attempt_started_at)
+         VALUES ($1, 'hash', 'running', '{\"data\": \"eA==\", \"repeat\": 1, \"algorithm\": \"sha256\"}',
+                 1, 3, $2, 'old-worker', now() - interval '1 hour', now() - interval '1 hour')",
+    )
+    .bind(id)
+    .bind(&task)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, lock_by,
+                                 lock_at)
+         VALUES ($1, 'jobq.hash', convert_to($2, 'UTF8'), 'Running', 1, 25,
+                 now() - interval '1 hour', 'old-worker', now() - interval '1 hour')",
+    )
+    .bind(&task)
+    .bind(format!("{{\"job_id\":\"{id}\"}}"))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // The upgraded jobq: the rest of the migrations, then the workers.
+    jobq::db::migrate(&pool).await.unwrap();
+    let token = create_key(&pool, "test-admin", Role::Admin, "default").await;
+    let app = start_app(pool, token, &[]).await;
+    let done = app.finished(&id.to_string(), Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    let rescued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobq.job_events
+         WHERE job_id = $1 AND type = 'started' AND (data->>'rescued')::bool",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rescued, 1);
 }
