@@ -9,9 +9,12 @@ WORKDIR /app
 ENV SQLX_OFFLINE=true
 
 # 1. Dependencies only, built against stub sources: this layer is reused until
-#    Cargo.toml, Cargo.lock or .cargo/ change.
+#    Cargo.toml, Cargo.lock, .cargo/ or vendor/ change. vendor/ holds the patched sqlx-core
+#    that Cargo.toml's [patch.crates-io] points at (see vendor/README.md): without it cargo
+#    cannot even read the manifest.
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
+COPY vendor ./vendor
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
@@ -19,9 +22,10 @@ RUN mkdir src \
  && rm -rf src
 
 # 2. jobq itself. sqlx.toml, .sqlx/ and migrations/ are read at compile time
-#    (query macros, embedded migrations). `touch` makes the real sources newer than the
-#    stub build so that cargo recompiles the jobq crate.
-COPY sqlx.toml ./
+#    (query macros, embedded migrations; build.rs reruns the build when migrations/ changes).
+#    `touch` makes the real sources newer than the stub build so that cargo recompiles the
+#    jobq crate.
+COPY build.rs sqlx.toml ./
 COPY .sqlx ./.sqlx
 COPY migrations ./migrations
 COPY src ./src
