@@ -62,19 +62,20 @@ pub async fn start(
 
 /// Gives back attempts started by [`store::queue::fetch_and_start`] that never reached a handler
 /// (the worker stopped first): the jobs are `queued` again, the attempt does not count, and the
-/// same attempt waits in the queue again.
+/// same attempt waits in the queue again. Returns how many were given back (an attempt that
+/// was cancelled or rescued meanwhile is no longer this worker's to give).
 pub async fn unstart_many(
     conn: &mut PgConnection,
     kind: JobKind,
     task_ids: &[String],
     worker: &str,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     if task_ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let rows = store::jobs::unstart_many(conn, task_ids, worker).await?;
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let entries = rows
         .iter()
@@ -90,7 +91,7 @@ pub async fn unstart_many(
         .map(|r| json!({ "attempt": r.attempt + 1, "reason": "worker stopped before the attempt began" }))
         .collect();
     store::events::insert_many(conn, &rows, EventType::Queued, &data).await?;
-    Ok(())
+    Ok(rows.len())
 }
 
 /// Gives every `running` attempt of `kind` that nobody runs (see

@@ -294,7 +294,7 @@ impl Persistence for QueuePersistence {
             .filter(|id| self.started.take(id).is_some())
             .collect();
         let mut tx = self.pool.begin().await?;
-        lifecycle::unstart_many(&mut tx, self.kind, &ids, worker.name())
+        let given_back = lifecycle::unstart_many(&mut tx, self.kind, &ids, worker.name())
             .await
             .map_err(store_error)?;
         tx.commit().await?;
@@ -303,7 +303,7 @@ impl Persistence for QueuePersistence {
                 self.started.release(self.kind, &id.to_string());
             }
         }
-        Ok(ids.len() as u64)
+        Ok(given_back as u64)
     }
 
     async fn handle_events(
