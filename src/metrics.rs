@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
 use crate::domain::JobKind;
+use crate::events::EventHub;
 use crate::store;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -80,8 +81,8 @@ pub fn http_request(route: String, method: String, status: u16, started: Instant
 }
 
 /// The text exposition, with the queue gauges refreshed from the database.
-/// `hub` is this process's event hub, if it runs one: (WebSocket sessions, log reads).
-pub async fn render(pool: &PgPool, hub: Option<(usize, u64)>) -> String {
+/// `hub` is this process's event hub, if it runs one (its sessions and reads of the log).
+pub async fn render(pool: &PgPool, hub: Option<&EventHub>) -> String {
     if let Ok(depths) = store::jobs::depths(pool).await {
         for kind in JobKind::ALL {
             for status in ["scheduled", "queued", "retrying", "running"] {
@@ -93,9 +94,9 @@ pub async fn render(pool: &PgPool, hub: Option<(usize, u64)>) -> String {
             }
         }
     }
-    if let Some((sessions, reads)) = hub {
-        gauge!("jobq_websocket_sessions").set(sessions as f64);
-        counter!("jobq_event_log_reads_total").absolute(reads);
+    if let Some(hub) = hub {
+        gauge!("jobq_websocket_sessions").set(hub.subscribers() as f64);
+        counter!("jobq_event_log_reads_total").absolute(hub.log_reads());
     }
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }

@@ -144,11 +144,7 @@ async fn metrics_endpoint(req: &Request, state: Data<&MetricsState>) -> poem::Re
     if !who.has(KeyRole::Ops) {
         return Err(ApiError::forbidden("metrics need the ops role").into());
     }
-    let hub = state
-        .hub
-        .as_ref()
-        .map(|hub| (hub.subscribers(), hub.log_reads()));
-    let text = metrics::render(&state.pool, hub).await;
+    let text = metrics::render(&state.pool, state.hub.as_ref()).await;
     Ok(text
         .with_content_type("text/plain; version=0.0.4")
         .into_response())
