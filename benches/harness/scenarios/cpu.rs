@@ -21,9 +21,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::MissedTickBehavior;
 
 use crate::Ctx;
-use crate::jobq::{self, Api, Jobq, JobqDb};
+use crate::jobq::{self, Accepted, Api, Jobq, JobqDb, Span};
 use crate::report::{Row, Target, Unit};
-use crate::stats::Summary;
+use crate::stats::{Summary, percentile};
 
 const INPUTS: [&str; 3] = ["data1", "data2", "data3"];
 
@@ -50,36 +50,55 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
 /// end first, so that the measured runs meet a process in its steady state: connections open,
 /// statements prepared, blocking threads started.
 async fn warm_up(api: &Api, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    run_three(
+        api,
+        pool,
+        10_000,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The three inputs, each repeated `repeat` times, as one batch of hash jobs run to the end:
+/// the accepted jobs and their span. Fails if they do not all finish within `within`.
+async fn run_three(
+    api: &Api,
+    pool: &sqlx::PgPool,
+    repeat: u64,
+    within: Duration,
+    poll: Duration,
+) -> anyhow::Result<(Vec<Accepted>, Span)> {
     let marker = jobq::id_marker();
     let jobs: Vec<Value> = INPUTS
         .iter()
-        .map(|d| json!({"kind": "hash", "data": d, "repeat": 10_000}))
+        .map(|d| json!({"kind": "hash", "data": d, "repeat": repeat}))
         .collect();
-    api.enqueue_batch(&jobs).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    if !jobq::wait_finished(pool, marker, deadline, Duration::from_millis(20)).await? {
-        bail!("the warm-up hash jobs did not finish within 60 s");
+    let accepted = api.enqueue_batch(&jobs).await?;
+    if !jobq::wait_finished(pool, marker, Instant::now() + within, poll).await? {
+        bail!("three hash jobs ({repeat} repeats) did not finish within {within:?}");
     }
-    Ok(())
+    let span = jobq::span(pool, marker).await?;
+    // The next batch's id marker must not cover these jobs.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok((accepted, span))
 }
 
 /// Three hash jobs of 5 bytes each, one batch at a time, `ROUNDS` times: the median of first
 /// started -> last finished, in seconds, with a row of its own.
 async fn fixed_cost(ctx: &Ctx, api: &Api, pool: &sqlx::PgPool) -> anyhow::Result<f64> {
     const ROUNDS: usize = 10;
-    let jobs: Vec<Value> = INPUTS
-        .iter()
-        .map(|d| json!({"kind": "hash", "data": d, "repeat": 1}))
-        .collect();
     let mut spans = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        let marker = jobq::id_marker();
-        api.enqueue_batch(&jobs).await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        if !jobq::wait_finished(pool, marker, deadline, Duration::from_millis(5)).await? {
-            bail!("three 5-byte hash jobs did not finish within 60 s");
-        }
-        let span = jobq::span(pool, marker).await?;
+        let (_, span) = run_three(
+            api,
+            pool,
+            1,
+            Duration::from_secs(60),
+            Duration::from_millis(5),
+        )
+        .await?;
         if span.succeeded != INPUTS.len() as i64 {
             bail!("{} of 3 tiny hash jobs succeeded", span.succeeded);
         }
@@ -88,8 +107,6 @@ async fn fixed_cost(ctx: &Ctx, api: &Api, pool: &sqlx::PgPool) -> anyhow::Result
                 .context("no timestamps")?
                 * 1000.0,
         );
-        // The next id marker must not cover this round's jobs.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let summary = Summary::of(&spans).context("no rounds")?;
     ctx.detail(
@@ -182,17 +199,14 @@ struct Run {
 
 async fn measure(api: &Api, pool: &sqlx::PgPool, repeat: u64) -> anyhow::Result<Run> {
     let (in_process_secs, expected) = in_process(repeat).await?;
-    let marker = jobq::id_marker();
-    let jobs: Vec<Value> = INPUTS
-        .iter()
-        .map(|d| json!({"kind": "hash", "data": d, "repeat": repeat}))
-        .collect();
-    let accepted = api.enqueue_batch(&jobs).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    if !jobq::wait_finished(pool, marker, deadline, Duration::from_millis(20)).await? {
-        bail!("the hash jobs did not finish within 600 s");
-    }
-    let span = jobq::span(pool, marker).await?;
+    let (accepted, span) = run_three(
+        api,
+        pool,
+        repeat,
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+    )
+    .await?;
     for (job, want) in accepted.iter().zip(&expected) {
         let got = api.get_job(job.id).await?;
         let digest = got["result"]["digest_hex"].as_str().unwrap_or_default();
@@ -203,8 +217,6 @@ async fn measure(api: &Api, pool: &sqlx::PgPool, repeat: u64) -> anyhow::Result<
             );
         }
     }
-    // The next round's id marker must not cover this round's jobs.
-    tokio::time::sleep(Duration::from_millis(5)).await;
     Ok(Run {
         in_process_secs,
         started_to_finished_secs: span
@@ -246,7 +258,7 @@ async fn one(
     let median = |f: fn(&Run) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        percentile(&v, 50.0)
     };
     let base_secs = median(|r| r.in_process_secs);
     let jobq_secs = median(|r| r.started_to_finished_secs);
