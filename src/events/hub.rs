@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::domain::{JobKind, JobStatus};
 use crate::events::{Position, frame};
 use crate::store;
+use crate::store::events::EventRow;
 
 const CHANNEL: &str = "jobq_events";
 const PAGE: i64 = 256;
@@ -74,9 +75,10 @@ impl EventHub {
     ///
     /// While nobody listens the hub does not read the log at all (each enqueue and each batch
     /// of finished jobs notifies; the two reads after each were two of every three statements
-    /// of an API process taking single enqueues one at a time). A subscriber that finds it detached waits until the hub has caught up with the log's
-    /// end, which it reads *after* this subscriber was counted, so the caller's own later read
-    /// of the end is at or after the hub's position.
+    /// of an API process taking single enqueues one at a time). A subscriber that finds it
+    /// detached waits until the hub has caught up with the log's end, which it reads *after*
+    /// this subscriber was counted, so the caller's own later read of the end is at or after
+    /// the hub's position.
     pub async fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         let (live, detached) = {
             let detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
@@ -216,17 +218,28 @@ impl EventHub {
         }
     }
 
+    // Every read of the log goes through these three, which count it.
+
     async fn head(&self, pool: &PgPool) -> sqlx::Result<Position> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         store::events::head(pool).await
+    }
+
+    async fn page_after(&self, pool: &PgPool, position: Position) -> sqlx::Result<Vec<EventRow>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        store::events::page_after(pool, position, PAGE).await
+    }
+
+    async fn any_after(&self, pool: &PgPool, position: Position) -> sqlx::Result<bool> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        store::events::any_after(pool, position).await
     }
 
     /// Broadcasts every final event after `position`; returns whether committed events remain
     /// after it (held back behind a running transaction, or final since the page was read).
     async fn publish_new(&self, pool: &PgPool, position: &mut Position) -> sqlx::Result<bool> {
         loop {
-            self.reads.fetch_add(1, Ordering::Relaxed);
-            let page = store::events::page_after(pool, *position, PAGE).await?;
+            let page = self.page_after(pool, *position).await?;
             let full = page.len() as i64 == PAGE;
             for row in page {
                 *position = row.position();
@@ -252,8 +265,7 @@ impl EventHub {
             }
             if !full {
                 // Asked after the page: an event that became final in between is seen here too.
-                self.reads.fetch_add(1, Ordering::Relaxed);
-                return store::events::any_after(pool, *position).await;
+                return self.any_after(pool, *position).await;
             }
         }
     }
