@@ -358,22 +358,11 @@ async fn an_attempt_left_running_by_an_earlier_version_is_rescued_after_the_upgr
     apalis_postgres::PostgresStorage::setup(&pool)
         .await
         .unwrap();
-    let all = &jobq::db::MIGRATOR;
-    let earlier = sqlx::migrate::Migrator {
-        migrations: all
-            .migrations
-            .iter()
-            .filter(|m| m.version < 20261128000008)
-            .cloned()
-            .collect::<Vec<_>>()
-            .into(),
-        ignore_missing: all.ignore_missing,
-        locking: all.locking,
-        no_tx: all.no_tx,
-        table_name: all.table_name.clone(),
-        create_schemas: all.create_schemas.clone(),
-    };
-    earlier.run(&pool).await.unwrap();
+    // jobq's migrations up to the one before the fix.
+    jobq::db::MIGRATOR
+        .run_to(20261128000007, &pool)
+        .await
+        .unwrap();
     let id = uuid::Uuid::now_v7();
     let task = ulid::Ulid::generate().to_string();
     sqlx::query(
