@@ -218,3 +218,38 @@ async fn migrate_and_serve_create_a_missing_database(_: PgPoolOptions, db: PgCon
     .await
     .unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn keys_create_prints_only_the_token_even_when_it_creates_the_database(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // The README's `export JOBQ_TOKEN=$(jobq keys create ...)` on a machine where jobq never ran:
+    // the command creates the database and logs that, and stdout must still be the token alone.
+    let name = format!("jobq_fresh_{}", uuid::Uuid::now_v7().simple());
+    let url = crate::helpers::database_url(&db.clone().database(&name));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .args(["keys", "create", "--name", "first", "--role", "admin"])
+        .args(["--database-url", &url])
+        .env("JOBQ_LOG", "info")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout:?}");
+    assert!(lines[0].starts_with("jq_"), "stdout: {stdout:?}");
+    assert!(
+        stderr.contains("created the database"),
+        "the log goes to stderr: {stderr:?}"
+    );
+    let admin = PgPoolOptions::new().connect_with(db).await.unwrap();
+    // The name is ours (a UUID), not user input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
