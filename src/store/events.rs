@@ -104,8 +104,8 @@ pub async fn list_for_job(
 }
 
 /// Where an event stands in the order of delivery: by writing transaction, then by id.
-/// Events below the horizon (the oldest transaction still running) are final: nothing that
-/// commits later can sort before them.
+/// Events below the horizon (the oldest transaction still running in this database, see
+/// `jobq.event_horizon()`) are final: nothing that commits later can sort before them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     pub xid: i64,
@@ -134,7 +134,7 @@ pub async fn page_after(
                owner, created_at
         FROM jobq.job_events
         WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint)
-          AND xid < pg_snapshot_xmin(pg_current_snapshot())
+          AND xid < jobq.event_horizon()
         ORDER BY xid, id
         LIMIT $3
         "#,
@@ -162,7 +162,7 @@ pub async fn head(ex: impl PgExecutor<'_>) -> sqlx::Result<Position> {
     let row = sqlx::query!(
         r#"
         SELECT xid::text::bigint AS "xid!", id FROM jobq.job_events
-        WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+        WHERE xid < jobq.event_horizon()
         ORDER BY xid DESC, id DESC
         LIMIT 1
         "#

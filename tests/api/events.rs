@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, metric, spawn_app_with};
@@ -104,9 +105,9 @@ async fn filters_select_jobs_and_kinds_and_change_on_an_open_socket(
     let ack = hashes.expect("subscribed").await;
     assert_eq!(ack["job_ids"], json!([b]));
     // The replay ends with `caught_up`. That can come before b's last events: the replay hands
-    // out only events no running transaction can still precede, and a write transaction anywhere
-    // on the server (another test's) may hold the newest back for a moment; those then follow
-    // live. Either way each of b's events arrives once, in order.
+    // out only events no running transaction can still precede, and a write transaction of this
+    // database (a worker's) may hold the newest back for a moment; those then follow live.
+    // Either way each of b's events arrives once, in order.
     let (mut events, mut caught_up, mut ended) = (Vec::new(), false, false);
     while !(caught_up && ended) {
         let message = hashes.next(WAIT).await.expect("a message");
@@ -227,6 +228,51 @@ async fn a_long_uncommitted_event_holds_back_later_ones_so_resuming_never_skips_
     resumed.expect("subscribed").await;
     let events = resumed.events_until(WAIT, |e| e["id"] == late).await;
     assert_eq!(ids(&events), [late]);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_long_write_transaction_in_another_database_holds_back_no_event(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db.clone(), &[]).await;
+    // Another database of the same server, with a write transaction (it has a transaction id)
+    // that stays open for the whole test: an ETL job, a migration, a forgotten psql session.
+    let elsewhere = db.clone().database("postgres");
+    let mut other = PgConnection::connect_with(&elsewhere).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    let xid = "SELECT pg_current_xact_id()::text";
+    let open: String = sqlx::query_scalar(xid).fetch_one(&mut other).await.unwrap();
+
+    let mut ws = WsClient::connect(&app, "").await;
+    ws.expect("subscribed").await;
+    let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
+    let job = job["id"].as_str().unwrap().to_owned();
+    // Ours is running in the snapshots of this database now (a later transaction committed).
+    let running: bool =
+        sqlx::query_scalar("SELECT $1::xid8 = ANY (SELECT pg_snapshot_xip(pg_current_snapshot()))")
+            .bind(&open)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(running, "transaction {open} is not running");
+
+    // Live events, and a wait on the job, come as soon as the job is done.
+    let waited = app
+        .get(&format!("/v1/jobs/{job}/wait?timeout_seconds=5"))
+        .await;
+    assert_eq!(waited.status(), 200);
+    let waited: Value = waited.json().await.unwrap();
+    assert_eq!(waited["status"], "succeeded", "{waited}");
+    let events = ws
+        .events_until(Duration::from_secs(5), is_terminal_of(&job))
+        .await;
+    assert_eq!(ids(&events), ids(&app.events(&job).await));
+
+    // The other transaction was open all along.
+    let still: String = sqlx::query_scalar(xid).fetch_one(&mut other).await.unwrap();
+    assert_eq!(still, open);
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
 }
 
 #[sqlx::test(migrations = false)]
