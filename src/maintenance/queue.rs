@@ -1,5 +1,7 @@
 //! Housekeeping of apalis' queue tables, in one process at a time (advisory lock): finished
 //! entries are deleted (our status rows and events are the record) and statistics refreshed.
+//! The job counts' appended changes are folded into one row per key and their table vacuumed
+//! (every statement that changes jobs appends a row or two; autovacuum may be off).
 
 use std::time::Duration;
 
@@ -34,6 +36,10 @@ pub async fn once(pool: &PgPool) -> sqlx::Result<Option<u64>> {
     }
     let pruned = store::queue::prune_finished(&mut tx, KEEP_FINISHED).await?;
     store::queue::analyze(&mut tx).await?;
+    let folded = store::jobs::fold_counts(&mut *tx).await?;
     tx.commit().await?;
+    if folded > 0 {
+        store::jobs::vacuum_counts(pool).await?;
+    }
     Ok(Some(pruned))
 }

@@ -303,8 +303,60 @@ pub async fn list(
     }
 }
 
-/// How many jobs match `filter`, per (kind, status).
+/// How many jobs match `filter`, per (kind, status). A filter of statuses, kinds and owner only
+/// is answered from the counts kept as jobs change (`jobq.job_counts`, a few rows); times, error
+/// text and tags need the jobs themselves.
 pub async fn count(
+    ex: impl PgExecutor<'_>,
+    filter: &JobFilter,
+) -> sqlx::Result<Vec<(String, String, i64)>> {
+    let by_key_only = filter.created_after.is_none()
+        && filter.created_before.is_none()
+        && filter.error_contains.is_none()
+        && filter.tags.is_none();
+    if by_key_only {
+        return kept_counts(ex, filter).await;
+    }
+    scan_counts(ex, filter).await
+}
+
+async fn kept_counts(
+    ex: impl PgExecutor<'_>,
+    filter: &JobFilter,
+) -> sqlx::Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT kind, status, sum(n)::bigint AS "n!"
+        FROM jobq.job_counts
+        WHERE ($1::text[] IS NULL OR status = ANY($1))
+          AND ($2::text[] IS NULL OR kind = ANY($2))
+          AND ($3::text IS NULL OR owner = $3)
+        GROUP BY kind, status
+        HAVING sum(n) <> 0
+        "#,
+        filter.statuses.as_deref(),
+        filter.kinds.as_deref(),
+        filter.owner,
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.status, r.n)).collect())
+}
+
+/// Folds the counts' appended changes into one row per key; returns the rows removed.
+pub async fn fold_counts(ex: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT jobq.fold_job_counts() AS "removed!""#)
+        .fetch_one(ex)
+        .await
+}
+
+/// Reclaims the space of folded count rows (outside a transaction, as VACUUM must be).
+pub async fn vacuum_counts(ex: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::raw_sql("VACUUM jobq.job_counts").execute(ex).await?;
+    Ok(())
+}
+
+async fn scan_counts(
     ex: impl PgExecutor<'_>,
     filter: &JobFilter,
 ) -> sqlx::Result<Vec<(String, String, i64)>> {

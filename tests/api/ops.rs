@@ -7,8 +7,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use jobq::auth::Role;
+
 use crate::helpers::{
-    JobqProcess, SmtpServer, TestApp, closed_port, eventually, metric, spawn_app_with,
+    JobqProcess, SmtpServer, TestApp, authorized_client, closed_port, eventually, metric,
+    spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -672,4 +675,140 @@ async fn json_logs_carry_the_job_id_and_kind(_: PgPoolOptions, db: PgConnectOpti
         "{messages:?}"
     );
     assert!(of_job.iter().all(|l| l["span"]["kind"] == "hash"));
+}
+
+/// Counts per (kind, status) as kept in `jobq.job_counts` and as counted from the jobs, for one
+/// owner or all, read in one statement (one snapshot).
+async fn kept_and_counted(app: &TestApp, owner: Option<&str>) -> (Value, Value) {
+    let (kept, counted): (Value, Value) = sqlx::query_as(
+        "SELECT
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, status, n) ORDER BY kind, status), '[]')
+            FROM (SELECT kind, status, sum(n) AS n FROM jobq.job_counts
+                  WHERE $1::text IS NULL OR owner = $1
+                  GROUP BY 1, 2 HAVING sum(n) <> 0) k),
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, status, n) ORDER BY kind, status), '[]')
+            FROM (SELECT kind, status, count(*) AS n FROM jobq.jobs
+                  WHERE $1::text IS NULL OR owner = $1
+                  GROUP BY 1, 2) c)",
+    )
+    .bind(owner)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    (kept, counted)
+}
+
+#[sqlx::test(migrations = false)]
+async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_jobs(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Emails fail for a transient reason (nobody listens): retried 30 s later at the earliest.
+    let closed = closed_port();
+    let refusing = format!("smtp://127.0.0.1:{}", closed.port());
+    let app = spawn_app_with(
+        db,
+        &[
+            "--smtp-url",
+            &refusing,
+            "--retry-base",
+            "30s",
+            "--long-running-concurrency",
+            "1",
+        ],
+    )
+    .await;
+    // Every kind of change: single and batch inserts (two tenants), attempts that start and
+    // succeed, fail for good, or wait to retry; a scheduled job; cancels of a queued and of a
+    // running job; an operator's retry; and the retention pruner's deletes.
+    let done = [hash(&app, "1").await, hash(&app, "2").await];
+    let failed = email(&app, 1).await;
+    let retrying = email(&app, 5).await;
+    let acme = app.key(Role::Client, "acme").await;
+    let batch = authorized_client(&acme)
+        .post(app.url("/v1/jobs/batch"))
+        .json(&json!({"jobs": [
+            {"kind": "hash", "data": "a"},
+            {"kind": "hash", "data": "b"},
+            {"kind": "hash", "data": "later", "delay_ms": 3_600_000},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), StatusCode::ACCEPTED);
+    let body = json!({"steps": 100, "step_duration_ms": 100});
+    let running = id_of(&app.enqueue("/v1/jobs/long-running", body.clone()).await);
+    status_is(&app, &running, "running").await;
+    let queued = id_of(&app.enqueue("/v1/jobs/long-running", body).await);
+    for id in [&queued, &running] {
+        let resp = app.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+        assert_eq!(resp.status(), StatusCode::OK, "cancel {id}");
+    }
+    for id in done.iter().chain([&failed]) {
+        app.finished(id, WAIT).await;
+    }
+    status_is(&app, &retrying, "retrying").await;
+    let resp = app
+        .post(&format!("/v1/jobs/{failed}/retry"), &json!({}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.finished(&failed, WAIT).await;
+    sqlx::query(
+        "UPDATE jobq.jobs SET finished_at = finished_at - interval '2 days' WHERE id = $1::uuid",
+    )
+    .bind(&done[0])
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let pruned = jobq::maintenance::prune_once(&app.pool, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(pruned, Some(1));
+
+    for owner in [None, Some("default"), Some("acme")] {
+        let (kept, counted) = kept_and_counted(&app, owner).await;
+        assert_eq!(kept, counted, "owner {owner:?}");
+    }
+    let (kept, _) = kept_and_counted(&app, None).await;
+    for status in ["succeeded", "failed", "cancelled", "scheduled", "retrying"] {
+        assert!(
+            kept.as_array().unwrap().iter().any(|row| row[1] == status),
+            "no {status} job in {kept}: the workload missed a change"
+        );
+    }
+    // Folding leaves one row per (kind, status, owner) and the same counts.
+    let removed: i64 = sqlx::query_scalar("SELECT jobq.fold_job_counts()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(removed > 0);
+    let (after_fold, counted) = kept_and_counted(&app, None).await;
+    assert_eq!(after_fold, counted);
+    let (rows, keys): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobq.job_counts),
+                (SELECT count(DISTINCT (kind, status, owner)) FROM jobq.jobs)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, keys);
+
+    // Counts are read without touching the jobs: they answer while another transaction holds
+    // the jobs table locked against everything (a full count would wait for it).
+    let total: i64 = counted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[2].as_i64().unwrap())
+        .sum();
+    let mut locker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobq.jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let counts = tokio::time::timeout(Duration::from_secs(5), get_json(&app, "/v1/jobs/counts"))
+        .await
+        .expect("counts answered while the jobs table was locked");
+    assert_eq!(counts["total"], total, "{counts}");
+    locker.rollback().await.unwrap();
 }
