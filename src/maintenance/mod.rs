@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use queue::once as housekeeping_once;
 pub use retention::prune_once;
 
 /// Starts the queue housekeeping, the retention pruner and the scheduler of recurring jobs;
