@@ -10,8 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use jobq::auth::Role;
 
 use crate::helpers::{
-    JobqProcess, SmtpServer, TestApp, authorized_client, closed_port, eventually, metric,
-    spawn_app_with,
+    JobqProcess, SmtpServer, TestApp, authorized_client, closed_port, eventually, kept_and_counted,
+    metric, spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -677,27 +677,6 @@ async fn json_logs_carry_the_job_id_and_kind(_: PgPoolOptions, db: PgConnectOpti
     assert!(of_job.iter().all(|l| l["span"]["kind"] == "hash"));
 }
 
-/// Counts per (kind, status) as kept in `jobq.job_counts` and as counted from the jobs, for one
-/// owner or all, read in one statement (one snapshot).
-async fn kept_and_counted(app: &TestApp, owner: Option<&str>) -> (Value, Value) {
-    let (kept, counted): (Value, Value) = sqlx::query_as(
-        "SELECT
-           (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, status, n) ORDER BY kind, status), '[]')
-            FROM (SELECT kind, status, sum(n) AS n FROM jobq.job_counts
-                  WHERE $1::text IS NULL OR owner = $1
-                  GROUP BY 1, 2 HAVING sum(n) <> 0) k),
-           (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, status, n) ORDER BY kind, status), '[]')
-            FROM (SELECT kind, status, count(*) AS n FROM jobq.jobs
-                  WHERE $1::text IS NULL OR owner = $1
-                  GROUP BY 1, 2) c)",
-    )
-    .bind(owner)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    (kept, counted)
-}
-
 #[sqlx::test(migrations = false)]
 async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_jobs(
     _: PgPoolOptions,
@@ -766,10 +745,10 @@ async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_j
     assert_eq!(pruned, Some(1));
 
     for owner in [None, Some("default"), Some("acme")] {
-        let (kept, counted) = kept_and_counted(&app, owner).await;
+        let (kept, counted) = kept_and_counted(&app.pool, owner).await;
         assert_eq!(kept, counted, "owner {owner:?}");
     }
-    let (kept, _) = kept_and_counted(&app, None).await;
+    let (kept, _) = kept_and_counted(&app.pool, None).await;
     for status in ["succeeded", "failed", "cancelled", "scheduled", "retrying"] {
         assert!(
             kept.as_array().unwrap().iter().any(|row| row[1] == status),
@@ -795,7 +774,7 @@ async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_j
             .unwrap()
     })
     .await;
-    let (after_fold, counted) = kept_and_counted(&app, None).await;
+    let (after_fold, counted) = kept_and_counted(&app.pool, None).await;
     assert_eq!(after_fold, counted);
     assert_eq!(rows_and_keys().await, (keys, keys));
 

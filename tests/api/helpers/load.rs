@@ -107,6 +107,28 @@ pub struct Ledger {
     pub lost: Vec<String>,
     /// Any job in the database (accepted or not) not terminal by the deadline.
     pub stranded: Vec<String>,
+    /// The counts kept in `jobq.job_counts` and a fresh count of the jobs, when they differ.
+    pub counts_differ: Option<(Value, Value)>,
+}
+
+/// Counts per (kind, status) as kept in `jobq.job_counts` and as counted from the jobs, for one
+/// owner or all, read in one statement (one snapshot): `[[kind, status, n], ...]` each.
+pub async fn kept_and_counted(pool: &sqlx::PgPool, owner: Option<&str>) -> (Value, Value) {
+    sqlx::query_as(
+        "SELECT
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, status, n) ORDER BY kind, status), '[]')
+            FROM (SELECT kind, status, sum(n) AS n FROM jobq.job_counts
+                  WHERE $1::text IS NULL OR owner = $1
+                  GROUP BY 1, 2 HAVING sum(n) <> 0) k),
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, status, n) ORDER BY kind, status), '[]')
+            FROM (SELECT kind, status, count(*) AS n FROM jobq.jobs
+                  WHERE $1::text IS NULL OR owner = $1
+                  GROUP BY 1, 2) c)",
+    )
+    .bind(owner)
+    .fetch_one(pool)
+    .await
+    .expect("read the kept and the counted job counts")
 }
 
 /// Waits (until `deadline`) for every accepted job to be terminal, then counts.
@@ -167,6 +189,12 @@ pub async fn settle(
     .await
     .unwrap_or(-1);
     ledger.duplicates = duplicated.max(0) as usize;
+    // Whatever was cut off halfway (a killed process, a crashed server), the counts kept as jobs
+    // changed are still exactly the jobs' own.
+    let (kept, counted) = kept_and_counted(pool, None).await;
+    if kept != counted {
+        ledger.counts_differ = Some((kept, counted));
+    }
     ledger
 }
 
@@ -194,5 +222,9 @@ impl Ledger {
         );
         assert_eq!(self.duplicates, 0, "jobs succeeded twice");
         assert_eq!(self.finished, self.accepted);
+        assert_eq!(
+            self.counts_differ, None,
+            "job counts kept (left) differ from the jobs counted (right)"
+        );
     }
 }

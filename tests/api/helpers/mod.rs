@@ -8,7 +8,7 @@ mod smtp;
 mod ws;
 
 pub use app::{TestApp, authorized_client, create_key, spawn_app, spawn_app_with, start_app};
-pub use load::{settle, start_load};
+pub use load::{kept_and_counted, settle, start_load};
 pub use pg::PrivatePostgres;
 pub use process::{JobqProcess, database_url};
 pub use smtp::{SmtpServer, closed_port};
