@@ -8,7 +8,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
-use crate::domain::JobKind;
+use crate::domain::{JobKind, JobStatus};
 use crate::events::EventHub;
 use crate::store;
 
@@ -83,14 +83,16 @@ pub fn http_request(route: String, method: String, status: u16, started: Instant
 /// The text exposition, with the queue gauges refreshed from the database.
 /// `hub` is this process's event hub, if it runs one (its sessions and reads of the log).
 pub async fn render(pool: &PgPool, hub: Option<&EventHub>) -> String {
-    if let Ok(depths) = store::jobs::depths(pool).await {
+    // Every status, from the counts kept as jobs change (a few rows, however long the history).
+    if let Ok(counts) = store::jobs::count(pool, &store::jobs::JobFilter::default()).await {
         for kind in JobKind::ALL {
-            for status in ["scheduled", "queued", "retrying", "running"] {
-                let n = depths
+            for status in JobStatus::ALL {
+                let n = counts
                     .iter()
-                    .find(|(k, s, _)| k == kind.as_str() && s == status)
+                    .find(|(k, s, _)| k == kind.as_str() && s == status.as_str())
                     .map_or(0, |(_, _, n)| *n);
-                gauge!("jobq_jobs", "kind" => kind.as_str(), "status" => status).set(n as f64);
+                gauge!("jobq_jobs", "kind" => kind.as_str(), "status" => status.as_str())
+                    .set(n as f64);
             }
         }
     }

@@ -420,21 +420,6 @@ pub async fn lock_matching(
     .await
 }
 
-/// Jobs waiting or running, per (kind, status): the queue depth.
-pub async fn depths(ex: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, String, i64)>> {
-    let rows = sqlx::query!(
-        r#"
-        SELECT kind, status, count(*) AS "n!"
-        FROM jobq.jobs
-        WHERE status IN ('scheduled', 'queued', 'retrying', 'running')
-        GROUP BY kind, status
-        "#
-    )
-    .fetch_all(ex)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.kind, r.status, r.n)).collect())
-}
-
 /// Per-kind figures for the queue overview.
 #[derive(Debug, Clone)]
 pub struct KindFigures {

@@ -553,6 +553,22 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
         metric(&text, r#"jobq_jobs{kind="long_running",status="running"}"#),
         0.0
     );
+    // Finished jobs too, not only the queue's depth.
+    assert_eq!(
+        metric(&text, r#"jobq_jobs{kind="hash",status="succeeded"}"#),
+        4.0
+    );
+    assert_eq!(
+        metric(&text, r#"jobq_jobs{kind="email",status="failed"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"jobq_jobs{kind="long_running",status="cancelled"}"#
+        ),
+        1.0
+    );
     assert_eq!(
         metric(
             &text,
