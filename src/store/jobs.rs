@@ -430,34 +430,48 @@ pub struct KindFigures {
     pub run_ms_p95: Option<f64>,
 }
 
-/// Oldest queued job per kind, and finishing figures over the last `window_secs`.
-pub async fn figures(ex: impl PgExecutor<'_>, window_secs: f64) -> sqlx::Result<Vec<KindFigures>> {
+/// Per kind: the oldest queued job (the first created, by id), and figures of the newest jobs
+/// finished in the last `window_secs`, at most `sample` of them (so the cost does not grow with
+/// throughput): how many finished in the last minute (exact up to `sample`; past that, the
+/// newest `sample`'s rate times 60 s) and the mean and 95th percentile run time of the
+/// succeeded and failed ones among them.
+pub async fn figures(
+    ex: impl PgExecutor<'_>,
+    window_secs: f64,
+    sample: i64,
+) -> sqlx::Result<Vec<KindFigures>> {
     sqlx::query_as!(
         KindFigures,
         r#"
-        WITH kinds(kind) AS (VALUES ('email'), ('long_running'), ('hash')),
-        queued AS (
-            SELECT kind, min(created_at) AS oldest FROM jobq.jobs WHERE status = 'queued' GROUP BY kind
-        ),
-        recent AS (
-            SELECT kind,
+        WITH kinds(kind) AS (VALUES ('email'), ('long_running'), ('hash'))
+        SELECT k.kind AS "kind!",
+               (SELECT created_at FROM jobq.jobs
+                WHERE status = 'queued' AND kind = k.kind
+                ORDER BY id LIMIT 1) AS oldest_queued_at,
+               (CASE WHEN r.sampled >= $2 AND r.oldest > now() - interval '1 minute'
+                     THEN round(r.sampled * 60.0
+                                / greatest(extract(epoch FROM now() - r.oldest), 0.001))
+                     ELSE r.last_minute
+                END)::bigint AS "finished_last_minute!",
+               r.mean_ms::float8 AS run_ms_mean, r.p95_ms::float8 AS run_ms_p95
+        FROM kinds k
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS sampled, min(finished_at) AS oldest,
                    count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS last_minute,
                    avg(extract(epoch FROM finished_at - attempt_started_at) * 1000)
                        FILTER (WHERE status IN ('succeeded', 'failed') AND attempt_started_at IS NOT NULL) AS mean_ms,
                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - attempt_started_at) * 1000)
                        FILTER (WHERE status IN ('succeeded', 'failed') AND attempt_started_at IS NOT NULL) AS p95_ms
-            FROM jobq.jobs
-            WHERE finished_at > now() - make_interval(secs => $1)
-            GROUP BY kind
-        )
-        SELECT k.kind AS "kind!", q.oldest AS oldest_queued_at,
-               COALESCE(r.last_minute, 0) AS "finished_last_minute!",
-               r.mean_ms::float8 AS run_ms_mean, r.p95_ms::float8 AS run_ms_p95
-        FROM kinds k
-        LEFT JOIN queued q ON q.kind = k.kind
-        LEFT JOIN recent r ON r.kind = k.kind
+            FROM (SELECT finished_at, attempt_started_at, status
+                  FROM jobq.jobs
+                  WHERE kind = k.kind AND finished_at IS NOT NULL
+                    AND finished_at > now() - make_interval(secs => $1)
+                  ORDER BY finished_at DESC
+                  LIMIT $2) newest
+        ) r
         "#,
-        window_secs
+        window_secs,
+        sample
     )
     .fetch_all(ex)
     .await
@@ -539,10 +553,14 @@ pub async fn prune_finished(
         WITH gone AS (
             DELETE FROM jobq.jobs
             WHERE id IN (
-                SELECT id FROM jobq.jobs
-                WHERE finished_at < $1 AND status IN ('succeeded', 'failed', 'cancelled')
+                SELECT old.id
+                FROM (VALUES ('email'), ('long_running'), ('hash')) AS k(kind),
+                LATERAL (SELECT id FROM jobq.jobs
+                         WHERE kind = k.kind AND finished_at < $1
+                           AND status IN ('succeeded', 'failed', 'cancelled')
+                         LIMIT $2
+                         FOR UPDATE SKIP LOCKED) AS old
                 LIMIT $2
-                FOR UPDATE SKIP LOCKED
             )
             RETURNING id
         ), events AS (

@@ -813,3 +813,70 @@ async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_j
     assert_eq!(counts["total"], total, "{counts}");
     locker.rollback().await.unwrap();
 }
+
+#[sqlx::test(migrations = false)]
+async fn stats_figures_read_a_bounded_sample_of_each_kind(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app_with(db, &["--role", "api"]).await;
+    // 100 hash jobs finished one a second (60 in the last minute), each attempt 20 ms; 5 emails
+    // finished in the last 5 s, 100 ms each; two emails queued, the first created first.
+    sqlx::raw_sql(
+        "INSERT INTO jobq.jobs (id, kind, status, payload, task_id, max_attempts, attempt,
+                                attempt_started_at, finished_at)
+         SELECT gen_random_uuid(), kind, 'succeeded', '{}', kind || i, 5, 1,
+                now() - make_interval(secs => i) - run, now() - make_interval(secs => i)
+         FROM (VALUES ('hash', 100, interval '20 ms'), ('email', 5, interval '100 ms'))
+                  AS k(kind, n, run),
+              generate_series(0, n - 1) AS i;
+         INSERT INTO jobq.jobs (id, kind, status, payload, task_id, max_attempts, created_at)
+         VALUES ('01000000-0000-7000-8000-000000000001', 'email', 'queued', '{}', 'q1', 5,
+                 now() - interval '30 s'),
+                ('01000000-0000-7000-8000-000000000002', 'email', 'queued', '{}', 'q2', 5,
+                 now() - interval '20 s')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let figures = |sample: i64| {
+        let pool = app.pool.clone();
+        async move {
+            jobq::store::jobs::figures(&pool, 300.0, sample)
+                .await
+                .unwrap()
+        }
+    };
+    let of = |all: &[jobq::store::jobs::KindFigures], kind: &str| {
+        all.iter().find(|f| f.kind == kind).unwrap().clone()
+    };
+
+    // A sample larger than what finished: every figure exact.
+    let all = figures(1000).await;
+    let (hash, email, long) = (
+        of(&all, "hash"),
+        of(&all, "email"),
+        of(&all, "long_running"),
+    );
+    assert_eq!(hash.finished_last_minute, 60);
+    assert!((hash.run_ms_mean.unwrap() - 20.0).abs() < 0.5, "{hash:?}");
+    assert_eq!(email.finished_last_minute, 5);
+    assert!((email.run_ms_p95.unwrap() - 100.0).abs() < 0.5, "{email:?}");
+    assert_eq!(long.finished_last_minute, 0);
+    assert_eq!(long.run_ms_mean, None);
+    let oldest = email.oldest_queued_at.expect("emails wait");
+    let age = (chrono::Utc::now() - oldest).num_milliseconds();
+    assert!(
+        (29_000..40_000).contains(&age),
+        "the first queued is 30 s old: {age} ms"
+    );
+
+    // Ten at most per kind: the hash count becomes the rate of its newest ten (one a second)
+    // times 60 s; the emails (fewer than ten) stay exact, however many hash jobs there are.
+    let sampled = figures(10).await;
+    let (hash, email) = (of(&sampled, "hash"), of(&sampled, "email"));
+    assert!(
+        (55..=75).contains(&hash.finished_last_minute),
+        "estimated {} for 60",
+        hash.finished_last_minute
+    );
+    assert!((hash.run_ms_mean.unwrap() - 20.0).abs() < 0.5, "{hash:?}");
+    assert_eq!(email.finished_last_minute, 5);
+}
