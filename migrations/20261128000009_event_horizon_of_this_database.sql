@@ -7,9 +7,8 @@
 -- A transaction can only write this database's event log from a session connected to this
 -- database, so a running transaction seen in a session of another database is skipped. Only a
 -- positive sighting counts: a transaction of the snapshot that is no longer found running (it
--- ended after the snapshot was taken), a session whose details this role may not read
--- (`backend_xid` is NULL for other roles' sessions without pg_read_all_stats) and a prepared
--- transaction (no session at all) are waited for, as before.
+-- ended after the snapshot was taken) and a prepared transaction (no session at all) are waited
+-- for, as before. (A session's database and transaction id are shown to every role.)
 --
 -- Evaluated with the calling statement's snapshot (STABLE): the events it reads and the
 -- transactions it waits for are those of one snapshot. A running transaction is told apart by
