@@ -285,15 +285,12 @@ async fn a_subscriber_on_an_api_process_receives_the_events_of_a_worker_process(
     let mut ws = WsClient::connect(&api, "").await;
     ws.expect("subscribed").await;
 
-    let resp = api
-        .client
-        .clone()
-        .post(format!("{}/v1/jobs/long-running", api.base))
-        .json(&json!({"steps": 3, "step_duration_ms": 50}))
-        .send()
-        .await
-        .unwrap();
-    let job: Value = resp.json().await.unwrap();
+    let job = api
+        .post_json(
+            "/v1/jobs/long-running",
+            &json!({"steps": 3, "step_duration_ms": 50}),
+        )
+        .await;
     let id = job["id"].as_str().unwrap().to_owned();
     let events = ws.events_until(WAIT, is_terminal_of(&id)).await;
 
@@ -399,25 +396,16 @@ async fn a_client_that_stops_reading_neither_stalls_others_nor_grows_server_memo
     reader.expect("subscribed").await;
     // One batch request of `n` long-running jobs of 250 progress events each, read to the end
     // by `reader`. (One request: the reader is not reading while it is sent.)
-    let flood = |n: usize| {
-        let (client, base) = (server.client.clone(), server.base.clone());
-        async move {
-            let job = json!({"kind": "long_running", "steps": 250, "step_duration_ms": 1});
-            let answer: Value = client
-                .post(format!("{base}/v1/jobs/batch"))
-                .json(&json!({ "jobs": vec![job; n] }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let jobs = answer["jobs"].as_array().expect("accepted jobs");
-            assert_eq!(jobs.len(), n, "{answer}");
-            jobs.iter()
-                .map(|j| j["id"].as_str().unwrap().to_owned())
-                .collect::<HashSet<_>>()
-        }
+    let flood = async |n: usize| {
+        let job = json!({"kind": "long_running", "steps": 250, "step_duration_ms": 1});
+        let answer = server
+            .post_json("/v1/jobs/batch", &json!({ "jobs": vec![job; n] }))
+            .await;
+        let jobs = answer["jobs"].as_array().expect("accepted jobs");
+        assert_eq!(jobs.len(), n, "{answer}");
+        jobs.iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect::<HashSet<_>>()
     };
     // A client with a tiny receive buffer that never reads after subscribing.
     let stalled_client = async || {

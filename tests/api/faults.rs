@@ -302,37 +302,14 @@ async fn an_smtp_outage_delays_email_without_losing_or_doubling_it(
     let down = closed_port();
     let url = format!("smtp://127.0.0.1:{}", down.port());
     let server = JobqProcess::start(&db, &[WORKER, &["--smtp-url", &url]].concat()).await;
-    let email = |subject: String, max_attempts: u32| {
-        let client = server.client.clone();
-        let base = server.base.clone();
-        async move {
-            let body = json!({"to": "ops@example.com", "subject": subject, "body": "b", "max_attempts": max_attempts});
-            let job: Value = client
-                .post(format!("{base}/v1/jobs/email"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            job["id"].as_str().unwrap().to_owned()
-        }
+    let email = async |subject: String, max_attempts: u32| {
+        let body = json!({"to": "ops@example.com", "subject": subject, "body": "b", "max_attempts": max_attempts});
+        let job = server.post_json("/v1/jobs/email", &body).await;
+        job["id"].as_str().unwrap().to_owned()
     };
-    let status = |id: String| {
-        let client = server.client.clone();
-        let base = server.base.clone();
-        async move {
-            let job: Value = client
-                .get(format!("{base}/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            job["status"].as_str().unwrap().to_owned()
-        }
+    let status = async |id: String| {
+        let job = server.get_json(&format!("/v1/jobs/{id}")).await;
+        job["status"].as_str().unwrap().to_owned()
     };
 
     // Jobs with 2 attempts give up while the server is away.
@@ -376,14 +353,12 @@ async fn an_smtp_outage_delays_email_without_losing_or_doubling_it(
     );
 
     // An operator retries the failed ones: exactly one delivery each.
-    let resp = server
-        .client
-        .post(format!("{}/v1/jobs/retry", server.base))
-        .json(&json!({"status": ["failed"], "kind": ["email"]}))
-        .send()
-        .await
-        .unwrap();
-    let bulk: Value = resp.json().await.unwrap();
+    let bulk = server
+        .post_json(
+            "/v1/jobs/retry",
+            &json!({"status": ["failed"], "kind": ["email"]}),
+        )
+        .await;
     assert_eq!(bulk["retried"], 3);
     for id in &doomed {
         eventually(

@@ -321,17 +321,14 @@ async fn cancelling_a_running_job_in_another_process_stops_its_work(
     let api = JobqProcess::start(&db, &["--role", "api"]).await;
     let worker = JobqProcess::start(&db, &["--role", "worker", "--progress-interval", "0ms"]).await;
     let client = api.client.clone();
-    let job: Value = client
-        .post(format!("{}/v1/jobs/long-running", api.base))
-        // Long steps: the next progress write (which would also find the job cancelled) is
-        // seconds away, so a prompt stop can only come from the cancel notification.
-        .json(&json!({"steps": 20, "step_duration_ms": 1500}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Long steps: the next progress write (which would also find the job cancelled) is seconds
+    // away, so a prompt stop can only come from the cancel notification.
+    let job = api
+        .post_json(
+            "/v1/jobs/long-running",
+            &json!({"steps": 20, "step_duration_ms": 1500}),
+        )
+        .await;
     let id = id_of(&job);
     let job_url = format!("{}/v1/jobs/{id}", api.base);
     let progress = || async {
@@ -393,22 +390,7 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
     let smtp = SmtpServer::rejecting();
     let server = JobqProcess::start(&db, &["--smtp-url", &smtp.url()]).await;
     let client = server.client.clone();
-    let post = |path: &'static str, body: Value| {
-        let client = client.clone();
-        let base = server.base.clone();
-        async move {
-            let job: Value = client
-                .post(format!("{base}{path}"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            id_of(&job)
-        }
-    };
+    let post = async |path: &'static str, body: Value| id_of(&server.post_json(path, &body).await);
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(post("/v1/jobs/hash", json!({"data": format!("{i}")})).await);
@@ -658,17 +640,11 @@ async fn retention_prunes_exactly_the_old_finished_jobs(_: PgPoolOptions, db: Pg
 #[sqlx::test(migrations = false)]
 async fn json_logs_carry_the_job_id_and_kind(_: PgPoolOptions, db: PgConnectOptions) {
     let server = JobqProcess::start(&db, &["--log-format", "json"]).await;
-    let job: Value = server
-        .client
-        .post(format!("{}/v1/jobs/hash", server.base))
-        .json(&json!({"data": "x"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = id_of(&job);
+    let id = id_of(
+        &server
+            .post_json("/v1/jobs/hash", &json!({"data": "x"}))
+            .await,
+    );
     let lines = eventually(WAIT, "the job's log lines", || async {
         let logs = server.logs();
         logs.contains("attempt succeeded").then_some(logs)

@@ -20,33 +20,15 @@ const FLAGS: &[&str] = &[
     "5s",
 ];
 
-async fn get(p: &JobqProcess, path: &str) -> Value {
-    p.client
-        .get(format!("{}{path}", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn enqueue_long_running(p: &JobqProcess, steps: u32, step_ms: u32) -> String {
-    let resp = p
-        .client
-        .post(format!("{}/v1/jobs/long-running", p.base))
-        .json(&json!({"steps": steps, "step_duration_ms": step_ms}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let job: Value = resp.json().await.unwrap();
+    let body = json!({"steps": steps, "step_duration_ms": step_ms});
+    let job = p.post_json("/v1/jobs/long-running", &body).await;
     job["id"].as_str().unwrap().to_owned()
 }
 
 async fn progress_at_least(p: &JobqProcess, id: &str, n: u64) -> u64 {
     eventually(Duration::from_secs(30), "progress", || async {
-        let job = get(p, &format!("/v1/jobs/{id}")).await;
+        let job = p.get_json(&format!("/v1/jobs/{id}")).await;
         let done = job["progress"]["done"].as_u64().unwrap();
         (done >= n).then_some(done)
     })
@@ -55,7 +37,7 @@ async fn progress_at_least(p: &JobqProcess, id: &str, n: u64) -> u64 {
 
 async fn wait_finished(p: &JobqProcess, id: &str) -> Value {
     eventually(Duration::from_secs(60), "the job to finish", || async {
-        let job = get(p, &format!("/v1/jobs/{id}")).await;
+        let job = p.get_json(&format!("/v1/jobs/{id}")).await;
         let status = job["status"].as_str().unwrap().to_owned();
         matches!(status.as_str(), "succeeded" | "failed" | "cancelled").then_some(job)
     })
@@ -63,7 +45,7 @@ async fn wait_finished(p: &JobqProcess, id: &str) -> Value {
 }
 
 async fn events(p: &JobqProcess, id: &str) -> Vec<Value> {
-    get(p, &format!("/v1/jobs/{id}/events?limit=200")).await["events"]
+    p.get_json(&format!("/v1/jobs/{id}/events?limit=200")).await["events"]
         .as_array()
         .unwrap()
         .clone()
@@ -125,7 +107,7 @@ async fn sigterm_releases_a_running_job_at_a_safe_point_and_exits_zero(
 
     // Back in the queue with its checkpoint, its attempt not spent.
     let second = JobqProcess::start(&db, &[FLAGS, &["--role", "api"]].concat()).await;
-    let job = get(&second, &format!("/v1/jobs/{id}")).await;
+    let job = second.get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job["status"], "queued", "{job}");
     assert_eq!(job["attempt"], 0);
     let saved = job["progress"]["done"].as_u64().unwrap();

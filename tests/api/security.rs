@@ -577,26 +577,16 @@ async fn secrets_and_email_bodies_stay_out_of_logs_and_errors(
     )
     .await;
     let body = "PRIVATE-BODY-7f3a";
-    let resp = server
-        .client
-        .post(format!("{}/v1/jobs/email", server.base))
-        .json(&json!({"to": "a@b.co", "subject": "s", "body": body, "max_attempts": 1}))
-        .send()
-        .await
-        .unwrap();
-    let job: Value = resp.json().await.unwrap();
+    let job = server
+        .post_json(
+            "/v1/jobs/email",
+            &json!({"to": "a@b.co", "subject": "s", "body": body, "max_attempts": 1}),
+        )
+        .await;
     let id = job["id"].as_str().unwrap().to_owned();
     assert!(!job.to_string().contains(body), "the body is not echoed");
     eventually(WAIT, "the email to fail", || async {
-        let job: Value = server
-            .client
-            .get(format!("{}/v1/jobs/{id}", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = server.get_json(&format!("/v1/jobs/{id}")).await;
         (job["status"] == "failed").then_some(())
     })
     .await;
@@ -607,15 +597,7 @@ async fn secrets_and_email_bodies_stay_out_of_logs_and_errors(
         .unwrap();
     let error = wrong.text().await.unwrap();
     assert!(!error.contains("this-is-a-wrong-secret"), "{error}");
-    let events: Value = server
-        .client
-        .get(format!("{}/v1/jobs/{id}/events", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = server.get_json(&format!("/v1/jobs/{id}/events")).await;
     assert!(!events.to_string().contains(body));
 
     let logs = server.logs();

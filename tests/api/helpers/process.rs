@@ -5,6 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use jobq::auth::Role;
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{authorized_client, create_key};
@@ -107,6 +108,36 @@ impl JobqProcess {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs `body` to `path` with the admin key; the answer, which must be a success.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Value {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        Self::success(resp, "POST", path).await
+    }
+
+    /// GETs `path` with the admin key; the answer, which must be a success.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        Self::success(resp, "GET", path).await
+    }
+
+    async fn success(resp: reqwest::Response, method: &str, path: &str) -> Value {
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
     }
 
     pub fn pid(&self) -> u32 {
