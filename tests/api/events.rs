@@ -13,13 +13,11 @@ use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, metric, spawn_app_wi
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn enqueue_steps(app: &TestApp, steps: u32, step_ms: u32) -> String {
-    let job = app
-        .enqueue(
-            "/v1/jobs/long-running",
-            json!({"steps": steps, "step_duration_ms": step_ms}),
-        )
-        .await;
-    job["id"].as_str().unwrap().to_owned()
+    app.enqueue_id(
+        "/v1/jobs/long-running",
+        json!({"steps": steps, "step_duration_ms": step_ms}),
+    )
+    .await
 }
 
 fn is_terminal_of(id: &str) -> impl Fn(&Value) -> bool + '_ {
@@ -93,8 +91,7 @@ async fn filters_select_jobs_and_kinds_and_change_on_an_open_socket(
     // One kind, live.
     let mut hashes = WsClient::connect(&app, "?kinds=hash").await;
     hashes.expect("subscribed").await;
-    let h = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
-    let h = h["id"].as_str().unwrap().to_owned();
+    let h = app.enqueue_id("/v1/jobs/hash", json!({"data": "x"})).await;
     let events = hashes.events_until(WAIT, is_terminal_of(&h)).await;
     assert!(events.iter().all(|e| e["kind"] == "hash"), "{events:#?}");
 
@@ -246,8 +243,7 @@ async fn a_long_write_transaction_in_another_database_holds_back_no_event(
 
     let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
-    let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
-    let job = job["id"].as_str().unwrap().to_owned();
+    let job = app.enqueue_id("/v1/jobs/hash", json!({"data": "x"})).await;
     // Ours is running in the snapshots of this database now (a later transaction committed).
     let running: bool =
         sqlx::query_scalar("SELECT $1::xid8 = ANY (SELECT pg_snapshot_xip(pg_current_snapshot()))")
@@ -553,10 +549,10 @@ async fn the_hub_reads_no_log_while_nobody_listens_and_a_late_subscriber_misses_
     let before = log_reads(&app).await;
     let mut quiet = Vec::new();
     for i in 0..10 {
-        let job = app
-            .enqueue("/v1/jobs/hash", json!({"data": format!("quiet {i}")}))
-            .await;
-        quiet.push(job["id"].as_str().unwrap().to_owned());
+        quiet.push(
+            app.enqueue_id("/v1/jobs/hash", json!({"data": format!("quiet {i}")}))
+                .await,
+        );
     }
     for id in &quiet {
         assert_eq!(app.finished(id, WAIT).await["status"], "succeeded");
@@ -570,8 +566,9 @@ async fn the_hub_reads_no_log_while_nobody_listens_and_a_late_subscriber_misses_
 
     let mut ws = WsClient::connect(&app, "").await;
     ws.expect("subscribed").await;
-    let job = app.enqueue("/v1/jobs/hash", json!({"data": "heard"})).await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = app
+        .enqueue_id("/v1/jobs/hash", json!({"data": "heard"}))
+        .await;
     let events = ws.events_until(WAIT, is_terminal_of(&id)).await;
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["queued", "started", "succeeded"], "{events:?}");
@@ -589,10 +586,9 @@ async fn the_hub_reads_no_log_while_nobody_listens_and_a_late_subscriber_misses_
         .await;
     let mut late = WsClient::connect(&app, "").await;
     late.expect("subscribed").await;
-    let job = app
-        .enqueue("/v1/jobs/hash", json!({"data": "heard again"}))
+    let id = app
+        .enqueue_id("/v1/jobs/hash", json!({"data": "heard again"}))
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
     let events = late.events_until(WAIT, is_terminal_of(&id)).await;
     assert!(
         events.iter().all(|e| e["job_id"] == id.as_str()),
@@ -611,8 +607,9 @@ async fn a_subscriber_arriving_while_the_log_cannot_be_read_still_gets_every_lat
     // with nothing skipped. The table is out of reach under another name meanwhile (statements
     // that name it fail, as in an outage, while keys and the status rows still answer).
     let app = spawn_app_with(db, &[]).await;
-    let early = app.enqueue("/v1/jobs/hash", json!({"data": "early"})).await;
-    let early = early["id"].as_str().unwrap().to_owned();
+    let early = app
+        .enqueue_id("/v1/jobs/hash", json!({"data": "early"}))
+        .await;
     assert_eq!(app.finished(&early, WAIT).await["status"], "succeeded");
     let reads = log_reads(&app).await;
 
@@ -635,8 +632,9 @@ async fn a_subscriber_arriving_while_the_log_cannot_be_read_still_gets_every_lat
         .await
         .unwrap();
 
-    let job = app.enqueue("/v1/jobs/hash", json!({"data": "later"})).await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = app
+        .enqueue_id("/v1/jobs/hash", json!({"data": "later"}))
+        .await;
     let events = ws.events_until(WAIT, is_terminal_of(&id)).await;
     let mine: Vec<&Value> = events
         .iter()

@@ -31,13 +31,14 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
 }
 
 async fn hash(app: &TestApp, data: &str) -> String {
-    id_of(&app.enqueue("/v1/jobs/hash", json!({ "data": data })).await)
+    app.enqueue_id("/v1/jobs/hash", json!({ "data": data }))
+        .await
 }
 
 async fn email(app: &TestApp, max_attempts: u32) -> String {
     let body =
         json!({"to": "a@example.com", "subject": "s", "body": "b", "max_attempts": max_attempts});
-    id_of(&app.enqueue("/v1/jobs/email", body).await)
+    app.enqueue_id("/v1/jobs/email", body).await
 }
 
 async fn status_is(app: &TestApp, id: &str, status: &str) -> Value {
@@ -592,9 +593,9 @@ async fn retention_prunes_exactly_the_old_finished_jobs(_: PgPoolOptions, db: Pg
         app.finished(id, WAIT).await;
     }
     let body = json!({"steps": 100, "step_duration_ms": 100});
-    let running = id_of(&app.enqueue("/v1/jobs/long-running", body.clone()).await);
+    let running = app.enqueue_id("/v1/jobs/long-running", body.clone()).await;
     status_is(&app, &running, "running").await;
-    let queued = id_of(&app.enqueue("/v1/jobs/long-running", body).await);
+    let queued = app.enqueue_id("/v1/jobs/long-running", body).await;
 
     // Age everything but h3 by two days.
     let old: Vec<uuid::Uuid> = [&h1, &h2, &failed, &running, &queued]
@@ -708,9 +709,9 @@ async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_j
         .unwrap();
     assert_eq!(batch.status(), StatusCode::ACCEPTED);
     let body = json!({"steps": 100, "step_duration_ms": 100});
-    let running = id_of(&app.enqueue("/v1/jobs/long-running", body.clone()).await);
+    let running = app.enqueue_id("/v1/jobs/long-running", body.clone()).await;
     status_is(&app, &running, "running").await;
-    let queued = id_of(&app.enqueue("/v1/jobs/long-running", body).await);
+    let queued = app.enqueue_id("/v1/jobs/long-running", body).await;
     for id in [&queued, &running] {
         let resp = app.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
         assert_eq!(resp.status(), StatusCode::OK, "cancel {id}");

@@ -46,12 +46,11 @@ async fn listing_filters_by_status_and_kind_and_pages_newest_first(
         hashes.push(job["id"].as_str().unwrap().to_owned());
     }
     let email = app
-        .enqueue(
+        .enqueue_id(
             "/v1/jobs/email",
             json!({"to": "x@example.com", "subject": "s", "body": ""}),
         )
         .await;
-    let email = email["id"].as_str().unwrap().to_owned();
     for id in hashes.iter().chain([&email]) {
         app.finished(id, Duration::from_secs(20)).await;
     }

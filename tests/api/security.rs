@@ -129,8 +129,7 @@ fn rules() -> BTreeMap<&'static str, Option<Role>> {
 async fn every_endpoint_enforces_its_role(_: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app_with(db, &["--role", "api"]).await;
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
-    let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
-    let job = job["id"].as_str().unwrap().to_owned();
+    let job = app.enqueue_id("/v1/jobs/hash", json!({"data": "x"})).await;
     let schedule = app
         .post(
             "/v1/schedules",

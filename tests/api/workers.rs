@@ -24,8 +24,7 @@ async fn a_new_job_is_picked_up_through_notify_not_by_polling(
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for _ in 0..3 {
-        let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
-        let id = job["id"].as_str().unwrap().to_owned();
+        let id = app.enqueue_id("/v1/jobs/hash", json!({"data": "x"})).await;
         let enqueued = Instant::now();
         let done = app.finished(&id, Duration::from_secs(10)).await;
         assert_eq!(done["status"], "succeeded");
@@ -48,13 +47,13 @@ async fn concurrency_is_limited_per_kind(_: PgPoolOptions, db: PgConnectOptions)
     let app = spawn_app_with(db, &["--long-running-concurrency", "2"]).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let job = app
-            .enqueue(
+        ids.push(
+            app.enqueue_id(
                 "/v1/jobs/long-running",
                 json!({"steps": 3, "step_duration_ms": 100}),
             )
-            .await;
-        ids.push(job["id"].as_str().unwrap().to_owned());
+            .await,
+        );
     }
     // A hash job is not held up by the long-running backlog.
     let hash = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
@@ -296,8 +295,7 @@ async fn an_attempt_taken_by_a_fetch_whose_answer_was_lost_is_rescued(
     // Paused, the worker does not take the job itself.
     let paused = app.post("/v1/queues/hash/pause", &json!({})).await;
     assert_eq!(paused.status().as_u16(), 200);
-    let job = app.enqueue("/v1/jobs/hash", json!({"data": "x"})).await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = app.enqueue_id("/v1/jobs/hash", json!({"data": "x"})).await;
     let worker: String = eventually(
         Duration::from_secs(10),
         "the hash worker to register",

@@ -154,6 +154,12 @@ impl TestApp {
         json
     }
 
+    /// Enqueues and asserts 202; returns the job's id.
+    pub async fn enqueue_id(&self, path: &str, body: Value) -> String {
+        let job = self.enqueue(path, body).await;
+        job["id"].as_str().expect("a job id").to_owned()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         let resp = self.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(resp.status(), StatusCode::OK);
