@@ -300,7 +300,7 @@ async fn an_smtp_outage_delays_email_without_losing_or_doubling_it(
     db: PgConnectOptions,
 ) {
     let down = closed_port();
-    let url = format!("smtp://127.0.0.1:{}", down.port());
+    let url = down.smtp_url();
     let server = JobqProcess::start(&db, &[WORKER, &["--smtp-url", &url]].concat()).await;
     let email = async |subject: String, max_attempts: u32| {
         let body = json!({"to": "ops@example.com", "subject": subject, "body": "b", "max_attempts": max_attempts});

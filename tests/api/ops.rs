@@ -150,8 +150,7 @@ async fn retrying_a_failed_email_delivers_it_once_the_server_is_back(
     db: PgConnectOptions,
 ) {
     let refusing = closed_port();
-    let port = refusing.port();
-    let url = format!("smtp://127.0.0.1:{port}");
+    let url = refusing.smtp_url();
     let app = spawn_app_with(db, &["--smtp-url", &url]).await;
     let id = email(&app, 1).await;
     let failed = status_is(&app, &id, "failed").await;
@@ -293,7 +292,7 @@ async fn cancelled_queued_and_retrying_jobs_never_run(_: PgPoolOptions, db: PgCo
 
     // A job waiting for its next attempt.
     let closed = closed_port();
-    let refusing = format!("smtp://127.0.0.1:{}", closed.port());
+    let refusing = closed.smtp_url();
     let app = spawn_app_with(db, &["--smtp-url", &refusing, "--retry-base", "30s"]).await;
     let retrying = email(&app, 3).await;
     status_is(&app, &retrying, "retrying").await;
@@ -677,7 +676,7 @@ async fn job_counts_are_kept_exactly_through_every_change_and_read_without_the_j
 ) {
     // Emails fail for a transient reason (nobody listens): retried 30 s later at the earliest.
     let closed = closed_port();
-    let refusing = format!("smtp://127.0.0.1:{}", closed.port());
+    let refusing = closed.smtp_url();
     let app = spawn_app_with(
         db,
         &[

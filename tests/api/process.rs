@@ -147,6 +147,16 @@ async fn sigterm_on_an_idle_process_exits_zero_quickly(_: PgPoolOptions, db: PgC
     );
 }
 
+/// Drops a database a test created under a name of its own (a UUID, not user input).
+async fn drop_database(admin: &sqlx::PgPool, name: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(admin)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test(migrations = false)]
 async fn migrate_and_serve_create_a_missing_database(_: PgPoolOptions, db: PgConnectOptions) {
     let name = format!("jobq_fresh_{}", uuid::Uuid::now_v7().simple());
@@ -179,26 +189,14 @@ async fn migrate_and_serve_create_a_missing_database(_: PgPoolOptions, db: PgCon
     }
     pool.close().await;
     let admin = PgPoolOptions::new().connect_with(db).await.unwrap();
-    // The name is ours (a UUID), not user input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    drop_database(&admin, &name).await;
 
     // `serve` on a database that does not exist creates it too, and runs a job on it.
     let process = JobqProcess::start(&fresh, FLAGS).await;
     let id = enqueue_long_running(&process, 1, 0).await;
     assert_eq!(wait_finished(&process, &id).await["status"], "succeeded");
     drop(process);
-    // The name is ours (a UUID), not user input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    drop_database(&admin, &name).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -227,11 +225,5 @@ async fn keys_create_prints_only_the_token_even_when_it_creates_the_database(
         "the log goes to stderr: {stderr:?}"
     );
     let admin = PgPoolOptions::new().connect_with(db).await.unwrap();
-    // The name is ours (a UUID), not user input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    drop_database(&admin, &name).await;
 }

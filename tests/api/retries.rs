@@ -11,7 +11,7 @@ async fn a_refused_smtp_connection_retries_with_growing_delays_then_fails(
     db: PgConnectOptions,
 ) {
     let refusing = closed_port();
-    let url = format!("smtp://127.0.0.1:{}", refusing.port());
+    let url = refusing.smtp_url();
     let app = spawn_app_with(db, &["--smtp-url", &url, "--retry-base", "1s"]).await;
 
     let job = app

@@ -116,6 +116,11 @@ impl ClosedPort {
         self.port
     }
 
+    /// An SMTP URL nobody answers on (connections are refused).
+    pub fn smtp_url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
     /// Frees the port (e.g. to start a server on it).
     pub fn release(self) -> u16 {
         drop(self.socket);
