@@ -1,14 +1,16 @@
 //! Group commits on the worker side: attempts start in the transaction that fetched them, and
 //! outcomes finishing at about the same time are recorded in one transaction. Under load a
 //! worker thus commits twice per batch of jobs instead of three times per job; when idle, a
-//! batch is a single job and nothing waits for company.
+//! batch is a single job and nothing waits for company. A few batches may be recording at once,
+//! so an outcome that arrives while one commits starts its own at once instead of waiting a
+//! whole statement for it (only when every slot is busy do outcomes wait and group up).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::domain::{Backoff, JobKind};
 use crate::jobs::JobError;
@@ -17,6 +19,8 @@ use crate::store::JobRow;
 
 /// Most outcomes recorded in one transaction.
 const MAX_FINISH_BATCH: usize = 512;
+/// Outcome batches recording at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Attempts started at fetch time and not yet taken by their handler, and the attempts of each
 /// kind this process holds (fetched and not finished), by task id.
@@ -121,48 +125,65 @@ impl Finisher {
 }
 
 async fn record(pool: PgPool, backoff: Backoff, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, MAX_FINISH_BATCH).await > 0 {
-        let outcomes: Vec<Outcome<'_>> = batch
-            .iter()
-            .map(|r| Outcome {
-                job: &r.job,
-                outcome: &r.outcome,
-                progress_done: r.progress_done,
-            })
-            .collect();
-        let recorded = lifecycle::finish_many(&pool, &outcomes, &backoff).await;
-        drop(outcomes);
-        match recorded {
-            Ok(finished) => {
-                for (request, f) in batch.drain(..).zip(finished) {
-                    let _ = request.reply.send(Ok(f));
-                }
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        // A slot first, then whatever has arrived: while all slots are busy, outcomes group up.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        if rx.recv_many(&mut batch, MAX_FINISH_BATCH).await == 0 {
+            return;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            record_batch(&pool, &backoff, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Records one batch of outcomes and answers each request.
+async fn record_batch(pool: &PgPool, backoff: &Backoff, mut batch: Vec<Request>) {
+    let outcomes: Vec<Outcome<'_>> = batch
+        .iter()
+        .map(|r| Outcome {
+            job: &r.job,
+            outcome: &r.outcome,
+            progress_done: r.progress_done,
+        })
+        .collect();
+    let recorded = lifecycle::finish_many(pool, &outcomes, backoff).await;
+    drop(outcomes);
+    match recorded {
+        Ok(finished) => {
+            for (request, f) in batch.drain(..).zip(finished) {
+                let _ = request.reply.send(Ok(f));
             }
-            Err(e) if batch.len() == 1 || e.is_unavailable() => {
-                // The caller retries while the database is unreachable; a lone failure is its own.
-                let mut first = Some(e);
-                for request in batch.drain(..) {
-                    let err = first
-                        .take()
-                        .unwrap_or(StoreError::Db(sqlx::Error::PoolTimedOut));
-                    let _ = request.reply.send(Err(err));
-                }
+        }
+        Err(e) if batch.len() == 1 || e.is_unavailable() => {
+            // The caller retries while the database is unreachable; a lone failure is its own.
+            let mut first = Some(e);
+            for request in batch.drain(..) {
+                let err = first
+                    .take()
+                    .unwrap_or(StoreError::Db(sqlx::Error::PoolTimedOut));
+                let _ = request.reply.send(Err(err));
             }
-            Err(e) => {
-                // One bad outcome must not fail the others: record them one by one.
-                tracing::warn!(error = %e, jobs = batch.len(), "outcome batch failed; recording one by one");
-                for request in batch.drain(..) {
-                    let f = lifecycle::finish(
-                        &pool,
-                        &request.job,
-                        &request.outcome,
-                        &backoff,
-                        request.progress_done,
-                    )
-                    .await;
-                    let _ = request.reply.send(f);
-                }
+        }
+        Err(e) => {
+            // One bad outcome must not fail the others: record them one by one.
+            tracing::warn!(error = %e, jobs = batch.len(), "outcome batch failed; recording one by one");
+            for request in batch.drain(..) {
+                let f = lifecycle::finish(
+                    pool,
+                    &request.job,
+                    &request.outcome,
+                    backoff,
+                    request.progress_done,
+                )
+                .await;
+                let _ = request.reply.send(f);
             }
         }
     }

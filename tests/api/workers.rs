@@ -410,3 +410,60 @@ async fn an_attempt_left_running_by_an_earlier_version_is_rescued_after_the_upgr
     .unwrap();
     assert_eq!(rescued, 1);
 }
+
+/// Outcomes are recorded in batches, several at once: an outcome arriving while another batch
+/// is still recording starts its own instead of waiting for it. Here the first job's outcome is
+/// held up by a row lock; a second job must still finish meanwhile.
+#[sqlx::test(migrations = false)]
+async fn an_outcome_does_not_wait_for_a_batch_still_recording(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &[]).await;
+    // 1 GB: running long enough (a second or more) to lock its row before it finishes.
+    let slow = app
+        .enqueue_id(
+            "/v1/jobs/hash",
+            json!({"data": "data1", "repeat": 200_000_000}),
+        )
+        .await;
+    let slow_id: uuid::Uuid = slow.parse().unwrap();
+    eventually(Duration::from_secs(30), "the large job to run", || async {
+        (app.job(&slow).await["status"] == "running").then_some(())
+    })
+    .await;
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobq.jobs WHERE id = $1 FOR UPDATE")
+        .bind(slow_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // Its outcome statement is now waiting for the lock.
+    eventually(
+        Duration::from_secs(60),
+        "the large job's outcome to wait for the lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                   AND query LIKE '%UPDATE jobq.jobs%'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+
+    let quick = app
+        .enqueue_id("/v1/jobs/hash", json!({"data": "quick"}))
+        .await;
+    let done = app.finished(&quick, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(app.job(&slow).await["status"], "running");
+
+    lock.rollback().await.unwrap();
+    let done = app.finished(&slow, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
