@@ -227,3 +227,54 @@ async fn keys_create_prints_only_the_token_even_when_it_creates_the_database(
     let admin = PgPoolOptions::new().connect_with(db).await.unwrap();
     drop_database(&admin, &name).await;
 }
+
+/// Pooled connections that Postgres ended while they sat idle (a restart, a failover, an idle
+/// timeout) are noticed before use and replaced: requests still succeed, on fresh connections.
+/// (It guards sqlx's check before handing out a connection, or whatever replaces it: skipping
+/// the check for connections used moments ago was tried, see the README's Performance section.)
+#[sqlx::test(migrations = false)]
+async fn connections_postgres_ended_while_idle_are_replaced_unseen(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Nothing but this test's requests takes from the pool meanwhile: the backstop poll is an
+    // hour away, heartbeats 30 s apart.
+    let process = JobqProcess::start(
+        &db,
+        &["--poll-interval", "1h", "--heartbeat-interval", "30s"],
+    )
+    .await;
+    let list = || {
+        process
+            .client
+            .get(format!("{}/v1/jobs?limit=1", process.base))
+            .send()
+    };
+    // Several connections in the pool. Only they are ended below, not the LISTEN connections,
+    // whose reconnects would take (and so clear out) the dead ones first.
+    for response in futures::future::join_all((0..8).map(|_| list())).await {
+        assert_eq!(response.unwrap().status().as_u16(), 200);
+    }
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.clone())
+        .await
+        .unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM ( \
+             SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND query NOT ILIKE '%LISTEN%' OFFSET 0) s",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(ended >= 2, "only {ended} sessions of jobq to end");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..8 {
+        let response = list().await.unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
+    }
+    admin.close().await;
+}
