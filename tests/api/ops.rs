@@ -496,69 +496,31 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
             .then_some(text)
     })
     .await;
-    assert_eq!(
-        metric(&text, r#"jobq_jobs_enqueued_total{kind="hash"}"#),
-        4.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs_enqueued_total{kind="email"}"#),
-        2.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs_enqueued_total{kind="long_running"}"#),
-        1.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs_started_total{kind="hash"}"#),
-        4.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs_succeeded_total{kind="hash"}"#),
-        4.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs_failed_total{kind="email"}"#),
-        2.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            r#"jobq_job_run_seconds_count{kind="hash",outcome="succeeded"}"#
+    for (series, want) in [
+        (r#"jobq_jobs_enqueued_total{kind="hash"}"#, 4.0),
+        (r#"jobq_jobs_enqueued_total{kind="email"}"#, 2.0),
+        (r#"jobq_jobs_enqueued_total{kind="long_running"}"#, 1.0),
+        (r#"jobq_jobs_started_total{kind="hash"}"#, 4.0),
+        (r#"jobq_jobs_succeeded_total{kind="hash"}"#, 4.0),
+        (r#"jobq_jobs_failed_total{kind="email"}"#, 2.0),
+        (
+            r#"jobq_job_run_seconds_count{kind="hash",outcome="succeeded"}"#,
+            4.0,
         ),
-        4.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs{kind="hash",status="queued"}"#),
-        0.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs{kind="long_running",status="running"}"#),
-        0.0
-    );
-    // Finished jobs too, not only the queue's depth.
-    assert_eq!(
-        metric(&text, r#"jobq_jobs{kind="hash",status="succeeded"}"#),
-        4.0
-    );
-    assert_eq!(
-        metric(&text, r#"jobq_jobs{kind="email",status="failed"}"#),
-        2.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            r#"jobq_jobs{kind="long_running",status="cancelled"}"#
+        (r#"jobq_jobs{kind="hash",status="queued"}"#, 0.0),
+        (r#"jobq_jobs{kind="long_running",status="running"}"#, 0.0),
+        // Finished jobs too, not only the queue's depth.
+        (r#"jobq_jobs{kind="hash",status="succeeded"}"#, 4.0),
+        (r#"jobq_jobs{kind="email",status="failed"}"#, 2.0),
+        (r#"jobq_jobs{kind="long_running",status="cancelled"}"#, 1.0),
+        (
+            r#"jobq_http_requests_total{route="enqueue_hash",method="POST",status="202"}"#,
+            4.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            r#"jobq_http_requests_total{route="enqueue_hash",method="POST",status="202"}"#
-        ),
-        4.0
-    );
-    assert_eq!(metric(&text, "jobq_websocket_sessions"), 0.0);
+        ("jobq_websocket_sessions", 0.0),
+    ] {
+        assert_eq!(metric(&text, series), want, "{series}");
+    }
     assert!(
         text.contains("# TYPE jobq_job_run_seconds histogram"),
         "{text}"
