@@ -55,6 +55,12 @@ pub fn job_enqueued(kind: JobKind) {
     counter!("jobq_jobs_enqueued_total", "kind" => kind.as_str()).increment(1);
 }
 
+/// One look at `kind`'s queue that took `taken` entries (0: it found nothing due).
+pub fn queue_fetched(kind: JobKind, taken: usize) {
+    let result = if taken == 0 { "empty" } else { "taken" };
+    counter!("jobq_queue_fetches_total", "kind" => kind.as_str(), "result" => result).increment(1);
+}
+
 pub fn job_started(kind: JobKind) {
     counter!("jobq_jobs_started_total", "kind" => kind.as_str()).increment(1);
 }

@@ -108,6 +108,10 @@ pub struct Fetched {
 /// by itself. Returns each entry with its started row, or `None` where the attempt was not
 /// started here (a rescue, a cancelled or superseded job: the handler's own start decides those).
 ///
+/// A fetch that takes fewer than `limit` entries took every entry due: it also tells when the
+/// next entry not yet due falls due ([`Taken::next_due`]), so that the worker can rest until
+/// then (or until a notification) instead of asking again at once.
+///
 /// Checked at run time, not by `query!`: sqlx cannot tell the nullability of a data-modifying
 /// CTE's columns, and the job row decodes by name through `JobRow`'s `FromRow`.
 pub async fn fetch_and_start(
@@ -115,7 +119,7 @@ pub async fn fetch_and_start(
     kind: JobKind,
     worker: &str,
     limit: i32,
-) -> sqlx::Result<Vec<(Fetched, Option<JobRow>)>> {
+) -> sqlx::Result<Taken> {
     let rows = sqlx::query(
         r#"
         WITH entries AS (
@@ -165,7 +169,14 @@ pub async fn fetch_and_start(
         )
         SELECT e.id AS entry_id, e.job AS entry_job, e.attempts AS entry_attempts,
                e.max_attempts AS entry_max_attempts, e.run_at AS entry_run_at,
-               e.priority AS entry_priority, s.*
+               e.priority AS entry_priority,
+               -- Only for a fetch that took every due entry (an InitPlan runs only when
+               -- reached: a full batch under a backlog does not scan the queue for it).
+               CASE WHEN (SELECT count(*) FROM entries) < $3 THEN (
+                   SELECT min(run_at) FROM apalis.jobs
+                   WHERE job_type = $1 AND status = 'Pending' AND run_at >= now()
+               ) END AS next_due,
+               s.*
         FROM entries e LEFT JOIN started s ON s.task_id = e.id
         ORDER BY e.priority DESC, e.run_at ASC
         "#,
@@ -176,7 +187,12 @@ pub async fn fetch_and_start(
     .bind(kind.as_str())
     .fetch_all(conn)
     .await?;
-    rows.iter()
+    let next_due = match rows.first() {
+        Some(row) => row.try_get("next_due")?,
+        None => None,
+    };
+    let entries = rows
+        .iter()
         .map(|row| {
             let entry = Fetched {
                 task_id: row.try_get("entry_id")?,
@@ -192,7 +208,17 @@ pub async fn fetch_and_start(
             };
             Ok((entry, started))
         })
-        .collect()
+        .collect::<sqlx::Result<_>>()?;
+    Ok(Taken { entries, next_due })
+}
+
+/// What [`fetch_and_start`] took.
+pub struct Taken {
+    /// Each entry taken, with its started row (`None` where the attempt was not started here).
+    pub entries: Vec<(Fetched, Option<JobRow>)>,
+    /// When fewer entries than asked for were taken (and at least one): when the next entry
+    /// not yet due falls due, if any.
+    pub next_due: Option<DateTime<Utc>>,
 }
 
 /// An attempt that is `running` with nobody running it.

@@ -5,7 +5,10 @@
 //! - **No lost wake-ups.** An empty fetch waits for the next NOTIFY of its queue (or the backstop
 //!   poll) *inside* the fetch, having noted the notification generation before querying, so an
 //!   entry committed while a fetch was in flight is always fetched next. (With a wake-up stream
-//!   beside the backend, a notification consumed during an in-flight fetch was lost.)
+//!   beside the backend, a notification consumed during an in-flight fetch was lost.) A fetch
+//!   that takes fewer entries than it asked for took every due one: the next look waits the
+//!   same way, until the next due time the fetch itself returned, instead of asking again at
+//!   once and finding nothing (one statement per wake-up instead of three).
 //! - **No stalled worker.** apalis-core's `Persisted` arms its heartbeat timer only while idle
 //!   between fetches; a timer that fires during a fetch is consumed, and a worker that then parks
 //!   after an empty fetch was never woken again. While parked, this backend keeps two wake-ups
@@ -23,6 +26,7 @@
 //!   backend dead, the worker stops and its running jobs are dropped).
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,6 +46,7 @@ use ulid::Ulid;
 
 use crate::domain::JobKind;
 use crate::lifecycle;
+use crate::metrics;
 use crate::store;
 use crate::store::queue::AttemptArgs;
 use crate::worker::batch::Started;
@@ -70,6 +75,8 @@ pub struct QueuePersistence {
     pub started: Started,
     /// Attempts of this kind the worker runs at once.
     pub concurrency: usize,
+    /// Set by a fetch that took every due entry; shared by the clones apalis fetches with.
+    pub rest: Rest,
 }
 
 /// What one look at the queue found.
@@ -78,6 +85,38 @@ struct Fetched {
     /// When to look again at the latest, if sooner than the poll interval: the next token of a
     /// rate-limited kind, or the next entry falling due.
     look_again_in: Option<Duration>,
+    /// Fewer entries were due than the fetch could take: the queue holds nothing more to take
+    /// now, until a notification or `look_again_in`.
+    drained: bool,
+}
+
+/// Whether the last fetch took every due entry, so that the next look at the queue waits for a
+/// notification (or the next due time, or the poll) instead of asking again at once: after a
+/// wake-up, one fetch instead of a second one that finds nothing (and its due-time query), both
+/// competing for the CPU with the jobs just taken.
+#[derive(Clone, Default)]
+pub struct Rest(Arc<Mutex<Option<Drained>>>);
+
+#[derive(Clone, Copy)]
+struct Drained {
+    /// The notification generation noted before that fetch.
+    generation: u64,
+    look_again_at: Option<Instant>,
+}
+
+impl Rest {
+    fn set(&self, drained: Option<Drained>) {
+        if let Ok(mut rest) = self.0.lock() {
+            *rest = drained;
+        }
+    }
+
+    /// The rest to take before fetching again, if the queue was drained and no notification
+    /// came since (taken: asked once).
+    fn take_unless_notified(&self, generation: u64) -> Option<Drained> {
+        let drained = self.0.lock().ok()?.take()?;
+        (drained.generation == generation).then_some(drained)
+    }
 }
 
 impl QueuePersistence {
@@ -92,6 +131,7 @@ impl QueuePersistence {
             return Ok(Fetched {
                 tasks: Vec::new(),
                 look_again_in: None,
+                drained: false,
             });
         }
         let mut conn = self.pool.acquire().await?;
@@ -109,6 +149,7 @@ impl QueuePersistence {
                     return Ok(Fetched {
                         tasks: Vec::new(),
                         look_again_in: Some(Duration::from_secs_f64(wait)),
+                        drained: false,
                     });
                 }
                 Some(t) => t.taken,
@@ -118,14 +159,15 @@ impl QueuePersistence {
             batch
         };
         // The attempts start in the fetching statement: one commit for the batch.
-        let fetched =
-            store::queue::fetch_and_start(&mut conn, self.kind, worker.name(), allowed.max(1))
-                .await?;
+        let allowed = allowed.max(1);
+        let taken =
+            store::queue::fetch_and_start(&mut conn, self.kind, worker.name(), allowed).await?;
+        let fetched = taken.entries.len();
         let queue = self.config.queue.as_ref();
-        let mut tasks = Vec::with_capacity(fetched.len());
-        let mut held = Vec::with_capacity(fetched.len());
-        let mut started = Vec::with_capacity(fetched.len());
-        for (entry, row) in fetched {
+        let mut tasks = Vec::with_capacity(fetched);
+        let mut held = Vec::with_capacity(fetched);
+        let mut started = Vec::with_capacity(fetched);
+        for (entry, row) in taken.entries {
             // The fetch has committed: one unreadable entry must not strand the others.
             let task_id = entry.task_id.clone();
             match entry_task(entry, queue, worker.name()) {
@@ -144,6 +186,7 @@ impl QueuePersistence {
         }
         self.started.hold(self.kind, held);
         self.started.insert(started);
+        metrics::queue_fetched(self.kind, fetched);
         if rate_limited && (tasks.len() as i32) < allowed {
             store::queues::refund_tokens(
                 &mut conn,
@@ -152,19 +195,18 @@ impl QueuePersistence {
             )
             .await?;
         }
-        let look_again_in = if tasks.is_empty() {
-            store::queue::next_due(&mut conn, self.kind)
-                .await?
-                .map(|at| {
-                    (at - chrono::Utc::now()).to_std().unwrap_or_default()
-                        + Duration::from_millis(1)
-                })
+        let next_due = if fetched == 0 {
+            store::queue::next_due(&mut conn, self.kind).await?
         } else {
-            None
+            taken.next_due
         };
+        let look_again_in = next_due.map(|at| {
+            (at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(1)
+        });
         Ok(Fetched {
             tasks,
             look_again_in,
+            drained: (fetched as i64) < i64::from(allowed),
         })
     }
 
@@ -247,20 +289,32 @@ impl Persistence for QueuePersistence {
         let until = Instant::now() + self.config.heartbeat_interval / 2;
         loop {
             // Notifications from here on mean "look again", even if they arrive mid-query.
-            self.wake.borrow_and_update();
+            let generation = *self.wake.borrow_and_update();
             if worker.is_shutting_down() {
                 // Take nothing more (a job released by the shutdown must not be taken back).
                 return Ok(Vec::new());
             }
-            let mut look_again_in = None;
-            match self.fetch_once(worker).await {
-                Ok(f) if !f.tasks.is_empty() => return Ok(f.tasks),
-                Ok(f) => look_again_in = f.look_again_in,
-                Err(e) if unavailable(&e) => {
-                    tracing::warn!(worker = worker.name(), error = %e, "fetch failed: database unavailable");
-                }
-                Err(e) => return Err(e),
-            }
+            let look_again_in = match self.rest.take_unless_notified(generation) {
+                // The last fetch took every due entry and nothing was notified since.
+                Some(drained) => drained
+                    .look_again_at
+                    .map(|at| at.saturating_duration_since(Instant::now())),
+                None => match self.fetch_once(worker).await {
+                    Ok(f) if !f.tasks.is_empty() => {
+                        self.rest.set(f.drained.then(|| Drained {
+                            generation,
+                            look_again_at: f.look_again_in.map(|d| Instant::now() + d),
+                        }));
+                        return Ok(f.tasks);
+                    }
+                    Ok(f) => f.look_again_in,
+                    Err(e) if unavailable(&e) => {
+                        tracing::warn!(worker = worker.name(), error = %e, "fetch failed: database unavailable");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
             let now = Instant::now();
             if now >= until || worker.is_shutting_down() {
                 return Ok(Vec::new());

@@ -101,6 +101,7 @@ pub async fn run(
                 poll_interval: w.poll_interval,
                 started: started.clone(),
                 concurrency,
+                rest: Default::default(),
             })
             .before_start(move |_| async move {
                 tokio::time::sleep(delay).await;

@@ -431,18 +431,7 @@ async fn a_client_that_stops_reading_neither_stalls_others_nor_grows_server_memo
     });
     // Dropped while the flood still flows: once its socket's buffers are full, one send times
     // out (1 s here) and the session ends, only the reader's is left.
-    let sessions = async || {
-        let text = server
-            .client
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "jobq_websocket_sessions")
-    };
+    let sessions = async || metric(&server.metrics().await, "jobq_websocket_sessions");
     while sessions().await > 1.0 {
         assert!(
             !reading.is_finished(),

@@ -480,18 +480,8 @@ async fn stats_and_metrics_match_a_known_workload(_: PgPoolOptions, db: PgConnec
     );
 
     // The cancelled attempt ends a moment after the cancel: wait for its metric.
-    let scrape = || async {
-        client
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     let text = eventually(WAIT, "the cancelled attempt to be counted", || async {
-        let text = scrape().await;
+        let text = server.metrics().await;
         text.contains(r#"jobq_attempts_total{kind="long_running",outcome="cancelled"} 1"#)
             .then_some(text)
     })

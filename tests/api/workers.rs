@@ -5,7 +5,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use jobq::auth::Role;
 
-use crate::helpers::{create_key, eventually, spawn_app_with, start_app, time};
+use crate::helpers::{
+    JobqProcess, counted, create_key, eventually, spawn_app_with, start_app, time,
+};
 use sqlx::postgres::PgListener;
 
 #[sqlx::test(migrations = false)]
@@ -466,4 +468,83 @@ async fn an_outcome_does_not_wait_for_a_batch_still_recording(
     lock.rollback().await.unwrap();
     let done = app.finished(&slow, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_fetch_that_takes_every_due_job_is_not_followed_by_one_that_finds_nothing(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // A real process: the fetch counters are per process. With the backstop poll an hour away
+    // and heartbeats a minute apart (a fetch returns empty-handed every half heartbeat), every
+    // fetch below follows a notification or a known due time.
+    let server = JobqProcess::start(
+        &db,
+        &["--poll-interval", "1h", "--heartbeat-interval", "60s"],
+    )
+    .await;
+    let fetches = || async {
+        let text = server.metrics().await;
+        let taken = counted(
+            &text,
+            r#"jobq_queue_fetches_total{kind="hash",result="taken"}"#,
+        );
+        let empty = counted(
+            &text,
+            r#"jobq_queue_fetches_total{kind="hash",result="empty"}"#,
+        );
+        (taken, empty)
+    };
+    // The hash worker's first look at the queue found nothing; it now waits.
+    let before = eventually(Duration::from_secs(10), "the first fetch", || async {
+        let f = fetches().await;
+        (f.1 >= 1.0).then_some(f)
+    })
+    .await;
+
+    // Two jobs due now and one due in 1.5 s, in one request: one notification.
+    let run_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let accepted = server
+        .post_json(
+            "/v1/jobs/batch",
+            &json!({"jobs": [
+                {"kind": "hash", "data": "a"},
+                {"kind": "hash", "data": "b"},
+                {"kind": "hash", "data": "c", "run_at": run_at.to_rfc3339()},
+            ]}),
+        )
+        .await;
+    let ids: Vec<String> = accepted["jobs"]
+        .as_array()
+        .expect("accepted jobs")
+        .iter()
+        .map(|j| j["id"].as_str().expect("job id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3, "{accepted}");
+    let mut done = Vec::new();
+    for id in &ids {
+        done.push(
+            eventually(Duration::from_secs(10), "the job to succeed", || async {
+                let job = server.get_json(&format!("/v1/jobs/{id}")).await;
+                (job["status"] == "succeeded").then_some(job)
+            })
+            .await,
+        );
+    }
+    // The fetch that took the first two also told when the third falls due: it ran then, not
+    // at the next empty-handed return half a heartbeat (30 s) later.
+    let late = time(&done[2]["started_at"]) - run_at;
+    assert!(
+        late < chrono::Duration::seconds(1),
+        "the delayed job started {late} after its run_at"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = fetches().await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (2.0, 0.0),
+        "one fetch for the two due jobs, one when the third fell due, none that found nothing \
+         (before: {before:?}, after: {after:?})"
+    );
 }

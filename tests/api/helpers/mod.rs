@@ -50,9 +50,18 @@ pub fn time(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
 
 /// The value of one sample (`name` or `name{labels}`) in a Prometheus text exposition.
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    sample(text, name_and_labels)
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in\n{text}"))
+}
+
+/// The value of one sample of a counter, 0 if it was never incremented (no sample yet).
+pub fn counted(text: &str, name_and_labels: &str) -> f64 {
+    sample(text, name_and_labels).unwrap_or(0.0)
+}
+
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name_and_labels} in\n{text}"))
 }

@@ -133,6 +133,22 @@ impl JobqProcess {
         Self::success(resp, "GET", path).await
     }
 
+    /// The process's `/metrics` text (the admin key may read it).
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        assert!(
+            resp.status().is_success(),
+            "GET /metrics: {}",
+            resp.status()
+        );
+        resp.text().await.expect("metrics text")
+    }
+
     async fn success(resp: reqwest::Response, method: &str, path: &str) -> Value {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
