@@ -443,7 +443,7 @@ pub async fn figures(
     sqlx::query_as!(
         KindFigures,
         r#"
-        WITH kinds(kind) AS (VALUES ('email'), ('long_running'), ('hash'))
+        WITH kinds(kind) AS (SELECT unnest($3::text[]))
         SELECT k.kind AS "kind!",
                (SELECT created_at FROM jobq.jobs
                 WHERE status = 'queued' AND kind = k.kind
@@ -471,7 +471,8 @@ pub async fn figures(
         ) r
         "#,
         window_secs,
-        sample
+        sample,
+        &JobKind::ALL.map(JobKind::as_str) as &[&str]
     )
     .fetch_all(ex)
     .await
@@ -554,7 +555,7 @@ pub async fn prune_finished(
             DELETE FROM jobq.jobs
             WHERE id IN (
                 SELECT old.id
-                FROM (VALUES ('email'), ('long_running'), ('hash')) AS k(kind),
+                FROM unnest($3::text[]) AS k(kind),
                 LATERAL (SELECT id FROM jobq.jobs
                          WHERE kind = k.kind AND finished_at < $1
                            AND status IN ('succeeded', 'failed', 'cancelled')
@@ -569,7 +570,8 @@ pub async fn prune_finished(
         SELECT count(*) AS "deleted!" FROM gone
         "#,
         cutoff,
-        batch
+        batch,
+        &JobKind::ALL.map(JobKind::as_str) as &[&str]
     )
     .fetch_one(ex)
     .await?;
