@@ -382,6 +382,26 @@ impl Api {
         Ok(value)
     }
 
+    /// `GET /metrics`: the value of one counter sample (0 if it was never incremented).
+    pub async fn counter(&self, name_and_labels: &str) -> anyhow::Result<f64> {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("GET /metrics")?;
+        if !response.status().is_success() {
+            bail!("GET /metrics answered {}", response.status());
+        }
+        let text = response.text().await.context("metrics text")?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     pub fn ws_url(&self, query: &str) -> String {
         format!("{}/v1/events{query}", self.base.replacen("http", "ws", 1))
     }

@@ -23,7 +23,7 @@ use crate::stats::{Summary, ms_between};
 const WARM_UP: usize = 5;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
-    let jobq = jobq_latencies(ctx).await?;
+    let (jobq, fetches) = jobq_latencies(ctx).await?;
     let apalis = apalis_latencies(ctx).await?;
     let (j, a) = (Summary::of(&jobq), Summary::of(&apalis));
     ctx.detail("jobq", json!({ "latency_ms": j }));
@@ -50,7 +50,34 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             .jobq(j.map(|s| s.max))
             .baseline(a.map(|s| s.max)),
     );
+    ctx.detail("jobq fetches", json!(fetches));
+    ctx.row(
+        Row::new("pickup: jobq fetches that found nothing", Unit::Count)
+            .jobq(Some(fetches.empty))
+            .note(format!(
+                "from /metrics, during the paced run: {} fetches took the {} jobs",
+                fetches.taken, ctx.plan.paced_jobs
+            )),
+    );
     Ok(())
+}
+
+/// The hash worker's fetches (`jobq_queue_fetches_total`) during the paced run.
+#[derive(Clone, Copy, Default, serde::Serialize)]
+struct Fetches {
+    taken: f64,
+    empty: f64,
+}
+
+impl Fetches {
+    async fn read(api: &Api) -> anyhow::Result<Self> {
+        let series =
+            |result: &str| format!(r#"jobq_queue_fetches_total{{kind="hash",result="{result}"}}"#);
+        Ok(Self {
+            taken: api.counter(&series("taken")).await?,
+            empty: api.counter(&series("empty")).await?,
+        })
+    }
 }
 
 fn pacer(per_sec: u32) -> tokio::time::Interval {
@@ -60,7 +87,7 @@ fn pacer(per_sec: u32) -> tokio::time::Interval {
     ticker
 }
 
-async fn jobq_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
+async fn jobq_latencies(ctx: &Ctx) -> anyhow::Result<(Vec<f64>, Fetches)> {
     let db = JobqDb::create(&ctx.pg, "pickup").await?;
     let result = async {
         let jobq = Jobq::start(&db, "pickup", &[]).await?;
@@ -74,6 +101,7 @@ async fn jobq_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
         if !jobq::wait_finished(&pool, warm, deadline, ctx.plan.poll).await? {
             bail!("warm-up jobs did not finish within 30 s");
         }
+        let before = Fetches::read(&api).await?;
         let mut ticker = pacer(ctx.plan.pace_per_sec);
         let mut ids = Vec::with_capacity(ctx.plan.paced_jobs);
         for _ in 0..ctx.plan.paced_jobs {
@@ -84,10 +112,15 @@ async fn jobq_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
         if !jobq::wait_finished(&pool, warm, deadline, ctx.plan.poll).await? {
             bail!("paced jobs did not finish within 30 s of the last enqueue");
         }
+        let after = Fetches::read(&api).await?;
+        let fetches = Fetches {
+            taken: after.taken - before.taken,
+            empty: after.empty - before.empty,
+        };
         let latencies = jobq::pickup_ms(&pool, &ids).await?;
         pool.close().await;
         jobq.stop().await?;
-        Ok(latencies)
+        Ok((latencies, fetches))
     }
     .await;
     ctx.pg.drop_db(&db.name).await?;
