@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -22,8 +22,12 @@ const PAGE: i64 = 256;
 const BACKLOG: usize = 4096;
 /// How often to look again while committed events wait behind a running transaction.
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(5);
-/// Backstop read when no notification comes (notifications are lost while reconnecting).
+/// Backstop read when no notification comes (notifications are lost while reconnecting, and
+/// not sent for a moment after the hub starts following the log).
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// How often a hub that follows the log refreshes its registration (which counts for a minute,
+/// see `store::events::follow`): event inserts notify only while some hub is registered.
+const FOLLOW_REFRESH: Duration = Duration::from_secs(20);
 
 /// One event, ready to send: its place in the order, what filters look at, and its frame.
 #[derive(Debug)]
@@ -48,6 +52,8 @@ pub struct EventHub {
     resync: mpsc::UnboundedSender<oneshot::Sender<()>>,
     /// Reads of the log by the hub (statements), for tests and metrics.
     reads: Arc<AtomicU64>,
+    /// This hub's registration as a follower of the log.
+    process: Uuid,
 }
 
 impl EventHub {
@@ -62,6 +68,7 @@ impl EventHub {
             detached: Arc::default(),
             resync,
             reads: Arc::default(),
+            process: Uuid::now_v7(),
         };
         let start = store::events::head(&pool).await.ok();
         tokio::spawn(hub.clone().run(pool, start, requests, shutdown));
@@ -128,6 +135,8 @@ impl EventHub {
         };
         let mut listener: Option<PgListener> = None;
         let mut recheck = IDLE_RECHECK;
+        // When this hub last wrote its registration as a follower; `None`: not registered.
+        let mut registered: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if listener.is_none() {
                 listener = connect(&pool)
@@ -138,6 +147,8 @@ impl EventHub {
                     .ok();
             }
             let detached = self.detach_if_unwatched();
+            self.keep_registration(&pool, !detached, &mut registered)
+                .await;
             if !detached {
                 match self.publish_new(&pool, &mut position).await {
                     Ok(held_back) => {
@@ -165,12 +176,15 @@ impl EventHub {
                 }
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 // Detached, only a subscriber wakes the hub (notifications are drained below).
                 _ = tokio::time::sleep(recheck), if !detached => {}
                 request = requests.recv() => match request {
-                    Some(first) => self.catch_up(&pool, &mut position, first, &mut requests).await,
-                    None => return,
+                    Some(first) => {
+                        self.catch_up(&pool, &mut position, &mut registered, first, &mut requests)
+                            .await;
+                    }
+                    None => break,
                 },
                 received = notified => {
                     // Ok(None): the connection dropped and reconnects on the next call; the log
@@ -180,6 +194,37 @@ impl EventHub {
                     }
                 }
             }
+        }
+        if registered.is_some() {
+            // Best effort: a registration left behind stops counting after a minute.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                store::events::unfollow(&pool, self.process),
+            )
+            .await;
+        }
+    }
+
+    /// Registers this hub as a follower of the log while it follows it (refreshed every
+    /// `FOLLOW_REFRESH`), and deletes the registration once it stops. A failure is retried on
+    /// the next turn; meanwhile the backstop read finds new events, a second later at most.
+    async fn keep_registration(
+        &self,
+        pool: &PgPool,
+        following: bool,
+        registered: &mut Option<Instant>,
+    ) {
+        match (following, *registered) {
+            (true, Some(at)) if at.elapsed() < FOLLOW_REFRESH => {}
+            (true, _) => match store::events::follow(pool, self.process).await {
+                Ok(()) => *registered = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "event hub cannot register as a follower"),
+            },
+            (false, Some(_)) => match store::events::unfollow(pool, self.process).await {
+                Ok(()) => *registered = None,
+                Err(e) => tracing::warn!(error = %e, "event hub cannot end its registration"),
+            },
+            (false, None) => {}
         }
     }
 
@@ -201,11 +246,17 @@ impl EventHub {
         &self,
         pool: &PgPool,
         position: &mut Position,
+        registered: &mut Option<Instant>,
         first: oneshot::Sender<()>,
         requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     ) {
         let detached = *self.detached.lock().unwrap_or_else(PoisonError::into_inner);
         if detached {
+            // Registered (written now) before the end is read: events committed after that end
+            // are notified, but for statements that ran before the registration committed,
+            // which the backstop read finds.
+            *registered = None;
+            self.keep_registration(pool, true, registered).await;
             match self.head(pool).await {
                 Ok(head) => *position = (*position).max(head),
                 Err(e) => tracing::warn!(error = %e, "event hub cannot read the log's end"),

@@ -1,5 +1,6 @@
-//! Live job events. Every status change inserts an event row and (by trigger) NOTIFYs
-//! `jobq_events` in its transaction. Each API process runs one [`EventHub`]: a LISTEN
+//! Live job events. Every status change inserts an event row and (by trigger, while some hub
+//! follows the log for subscribers: `jobq.event_followers`) NOTIFYs `jobq_events` in its
+//! transaction. Each API process runs one [`EventHub`]: a LISTEN
 //! connection that, when woken, reads the new *final* events from the log in delivery order
 //! (see [`Position`]) and broadcasts them to the WebSocket sessions of the process. A session
 //! replays from the log what it missed (a resume point, or lag), then follows the broadcast.

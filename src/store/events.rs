@@ -157,6 +157,36 @@ pub async fn position_of(ex: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Optio
     Ok(row.map(|r| Position { xid: r.xid, id }))
 }
 
+/// Registers `process` as following the log (or refreshes its registration): event inserts
+/// notify `jobq_events` while a registration is younger than a minute. Registrations older
+/// than an hour (processes that died registered) are deleted on the way.
+pub async fn follow(ex: impl PgExecutor<'_>, process: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        WITH stale AS (
+            DELETE FROM jobq.event_followers WHERE seen_at < now() - interval '1 hour'
+        )
+        INSERT INTO jobq.event_followers (process) VALUES ($1)
+        ON CONFLICT (process) DO UPDATE SET seen_at = now()
+        "#,
+        process
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// `process` no longer follows the log.
+pub async fn unfollow(ex: impl PgExecutor<'_>, process: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM jobq.event_followers WHERE process = $1",
+        process
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 /// The position of the newest final event; the default position when there is none.
 pub async fn head(ex: impl PgExecutor<'_>) -> sqlx::Result<Position> {
     let row = sqlx::query!(

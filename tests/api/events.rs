@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, metric, spawn_app_with};
+use crate::helpers::{Ended, JobqProcess, TestApp, WsClient, eventually, metric, spawn_app_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -641,4 +641,62 @@ async fn a_subscriber_arriving_while_the_log_cannot_be_read_still_gets_every_lat
     );
     let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn events_are_notified_only_while_a_hub_follows_them(_: PgPoolOptions, db: PgConnectOptions) {
+    // A NOTIFY wakes every LISTENing backend of the database at each commit; events notify only
+    // while some process has subscribers to read them for.
+    let app = spawn_app_with(db, &[]).await;
+    let mut listener = PgListener::connect_with(&app.pool).await.unwrap();
+    listener.listen("jobq_events").await.unwrap();
+    let followers = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobq.event_followers")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let run_one = async |data: &str| {
+        let id = app
+            .enqueue_id("/v1/jobs/hash", json!({ "data": data }))
+            .await;
+        let done = app.finished(&id, WAIT).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    };
+    // Whether a notification arrives within `within` (any left from before are drained first
+    // by the caller).
+    async fn notified(listener: &mut PgListener, within: Duration) -> bool {
+        tokio::time::timeout(within, listener.recv()).await.is_ok()
+    }
+
+    // Nobody subscribed: a job's three events (queued, started, succeeded) notify nobody.
+    assert_eq!(followers().await, 0);
+    run_one("unwatched").await;
+    assert!(
+        !notified(&mut listener, Duration::from_millis(500)).await,
+        "events were notified with nobody subscribed"
+    );
+
+    // A subscriber: the hub registers before the subscription is answered, and events notify.
+    let mut ws = WsClient::connect(&app, "").await;
+    ws.expect("subscribed").await;
+    assert_eq!(followers().await, 1);
+    run_one("watched").await;
+    assert!(
+        notified(&mut listener, Duration::from_secs(5)).await,
+        "no notification with a subscriber"
+    );
+
+    // It leaves: the hub ends its registration, and events stop notifying.
+    ws.close().await;
+    eventually(WAIT, "the hub to end its registration", || async {
+        (followers().await == 0).then_some(())
+    })
+    .await;
+    while notified(&mut listener, Duration::from_millis(200)).await {}
+    run_one("unwatched again").await;
+    assert!(
+        !notified(&mut listener, Duration::from_millis(500)).await,
+        "events were notified after the last subscriber left"
+    );
 }
