@@ -108,9 +108,9 @@ pub struct Fetched {
 /// by itself. Returns each entry with its started row, or `None` where the attempt was not
 /// started here (a rescue, a cancelled or superseded job: the handler's own start decides those).
 ///
-/// A fetch that takes fewer than `limit` entries took every entry due: it also tells when the
-/// next entry not yet due falls due ([`Taken::next_due`]), so that the worker can rest until
-/// then (or until a notification) instead of asking again at once.
+/// A fetch that takes fewer than `limit` entries (none included) took every entry due: it also
+/// tells when the next entry not yet due falls due ([`Taken::next_due`]), so that the worker
+/// can rest until then (or until a notification) instead of asking again at once.
 ///
 /// Checked at run time, not by `query!`: sqlx cannot tell the nullability of a data-modifying
 /// CTE's columns, and the job row decodes by name through `JobRow`'s `FromRow`.
@@ -169,15 +169,17 @@ pub async fn fetch_and_start(
         )
         SELECT e.id AS entry_id, e.job AS entry_job, e.attempts AS entry_attempts,
                e.max_attempts AS entry_max_attempts, e.run_at AS entry_run_at,
-               e.priority AS entry_priority,
-               -- Only for a fetch that took every due entry (an InitPlan runs only when
-               -- reached: a full batch under a backlog does not scan the queue for it).
-               CASE WHEN (SELECT count(*) FROM entries) < $3 THEN (
-                   SELECT min(run_at) FROM apalis.jobs
-                   WHERE job_type = $1 AND status = 'Pending' AND run_at >= now()
-               ) END AS next_due,
-               s.*
-        FROM entries e LEFT JOIN started s ON s.task_id = e.id
+               e.priority AS entry_priority, d.next_due, s.*
+        FROM (entries e LEFT JOIN started s ON s.task_id = e.id)
+             -- One row even when nothing was taken (its entry columns NULL), to carry the next
+             -- due time. That is read only for a fetch that took every due entry (an InitPlan
+             -- runs only when reached: a full batch under a backlog does not scan for it).
+             RIGHT JOIN (
+                 SELECT CASE WHEN (SELECT count(*) FROM entries) < $3 THEN (
+                     SELECT min(run_at) FROM apalis.jobs
+                     WHERE job_type = $1 AND status = 'Pending' AND run_at >= now()
+                 ) END AS next_due
+             ) d ON true
         ORDER BY e.priority DESC, e.run_at ASC
         "#,
     )
@@ -191,24 +193,26 @@ pub async fn fetch_and_start(
         Some(row) => row.try_get("next_due")?,
         None => None,
     };
-    let entries = rows
-        .iter()
-        .map(|row| {
-            let entry = Fetched {
-                task_id: row.try_get("entry_id")?,
-                job: row.try_get("entry_job")?,
-                attempts: row.try_get("entry_attempts")?,
-                max_attempts: row.try_get("entry_max_attempts")?,
-                run_at: row.try_get("entry_run_at")?,
-                priority: row.try_get("entry_priority")?,
-            };
-            let started = match row.try_get::<Option<Uuid>, _>("id")? {
-                Some(_) => Some(JobRow::from_row(row)?),
-                None => None,
-            };
-            Ok((entry, started))
-        })
-        .collect::<sqlx::Result<_>>()?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // NULL: the row that only carries the next due time (nothing was taken).
+        let Some(task_id) = row.try_get::<Option<String>, _>("entry_id")? else {
+            continue;
+        };
+        let entry = Fetched {
+            task_id,
+            job: row.try_get("entry_job")?,
+            attempts: row.try_get("entry_attempts")?,
+            max_attempts: row.try_get("entry_max_attempts")?,
+            run_at: row.try_get("entry_run_at")?,
+            priority: row.try_get("entry_priority")?,
+        };
+        let started = match row.try_get::<Option<Uuid>, _>("id")? {
+            Some(_) => Some(JobRow::from_row(row)?),
+            None => None,
+        };
+        entries.push((entry, started));
+    }
     Ok(Taken { entries, next_due })
 }
 
@@ -216,8 +220,8 @@ pub async fn fetch_and_start(
 pub struct Taken {
     /// Each entry taken, with its started row (`None` where the attempt was not started here).
     pub entries: Vec<(Fetched, Option<JobRow>)>,
-    /// When fewer entries than asked for were taken (and at least one): when the next entry
-    /// not yet due falls due, if any.
+    /// When fewer entries than asked for were taken (none included): when the next entry not
+    /// yet due falls due, if any.
     pub next_due: Option<DateTime<Utc>>,
 }
 
@@ -262,22 +266,6 @@ pub async fn lost_attempts(
         window.as_secs_f64()
     )
     .fetch_all(conn)
-    .await
-}
-
-/// When the next entry of `kind` that is not due yet falls due.
-pub async fn next_due(
-    conn: &mut PgConnection,
-    kind: JobKind,
-) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar!(
-        r#"
-        SELECT min(run_at) FROM apalis.jobs
-        WHERE job_type = $1 AND status = 'Pending' AND run_at >= now()
-        "#,
-        kind.queue()
-    )
-    .fetch_one(conn)
     .await
 }
 

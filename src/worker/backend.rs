@@ -195,12 +195,7 @@ impl QueuePersistence {
             )
             .await?;
         }
-        let next_due = if fetched == 0 {
-            store::queue::next_due(&mut conn, self.kind).await?
-        } else {
-            taken.next_due
-        };
-        let look_again_in = next_due.map(|at| {
+        let look_again_in = taken.next_due.map(|at| {
             (at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(1)
         });
         Ok(Fetched {

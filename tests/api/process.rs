@@ -35,15 +35,6 @@ async fn progress_at_least(p: &JobqProcess, id: &str, n: u64) -> u64 {
     .await
 }
 
-async fn wait_finished(p: &JobqProcess, id: &str) -> Value {
-    eventually(Duration::from_secs(60), "the job to finish", || async {
-        let job = p.get_json(&format!("/v1/jobs/{id}")).await;
-        let status = job["status"].as_str().unwrap().to_owned();
-        matches!(status.as_str(), "succeeded" | "failed" | "cancelled").then_some(job)
-    })
-    .await
-}
-
 async fn events(p: &JobqProcess, id: &str) -> Vec<Value> {
     p.get_json(&format!("/v1/jobs/{id}/events?limit=200")).await["events"]
         .as_array()
@@ -62,7 +53,7 @@ async fn a_killed_worker_process_is_replaced_and_the_job_resumes_from_its_checkp
     first.kill();
 
     let second = JobqProcess::start(&db, FLAGS).await;
-    let job = wait_finished(&second, &id).await;
+    let job = second.finished(&id, Duration::from_secs(60)).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", second.logs());
     assert_eq!(job["result"]["steps_completed"], 30);
     assert_eq!(
@@ -120,7 +111,7 @@ async fn sigterm_releases_a_running_job_at_a_safe_point_and_exits_zero(
 
     // A new worker finishes it from the checkpoint.
     let third = JobqProcess::start(&db, FLAGS).await;
-    let job = wait_finished(&third, &id).await;
+    let job = third.finished(&id, Duration::from_secs(60)).await;
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["attempt"], 1);
     let starts: Vec<Value> = events(&third, &id)
@@ -194,7 +185,10 @@ async fn migrate_and_serve_create_a_missing_database(_: PgPoolOptions, db: PgCon
     // `serve` on a database that does not exist creates it too, and runs a job on it.
     let process = JobqProcess::start(&fresh, FLAGS).await;
     let id = enqueue_long_running(&process, 1, 0).await;
-    assert_eq!(wait_finished(&process, &id).await["status"], "succeeded");
+    assert_eq!(
+        process.finished(&id, Duration::from_secs(60)).await["status"],
+        "succeeded"
+    );
     drop(process);
     drop_database(&admin, &name).await;
 }

@@ -523,13 +523,9 @@ async fn a_fetch_that_takes_every_due_job_is_not_followed_by_one_that_finds_noth
     assert_eq!(ids.len(), 3, "{accepted}");
     let mut done = Vec::new();
     for id in &ids {
-        done.push(
-            eventually(Duration::from_secs(10), "the job to succeed", || async {
-                let job = server.get_json(&format!("/v1/jobs/{id}")).await;
-                (job["status"] == "succeeded").then_some(job)
-            })
-            .await,
-        );
+        let job = server.finished(id, Duration::from_secs(10)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        done.push(job);
     }
     // The fetch that took the first two also told when the third falls due: it ran then, not
     // at the next empty-handed return half a heartbeat (30 s) later.

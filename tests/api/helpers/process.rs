@@ -133,6 +133,19 @@ impl JobqProcess {
         Self::success(resp, "GET", path).await
     }
 
+    /// Job `id` once it has finished (succeeded, failed or cancelled); panics after `timeout`.
+    pub async fn finished(&self, id: &str, timeout: Duration) -> Value {
+        super::eventually(timeout, &format!("job {id} to finish"), || async {
+            let job = self.get_json(&format!("/v1/jobs/{id}")).await;
+            matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(job)
+        })
+        .await
+    }
+
     /// The process's `/metrics` text (the admin key may read it).
     pub async fn metrics(&self) -> String {
         let resp = self
