@@ -4,8 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sqlx::migrate::MigrateDatabase;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::config::DbConfig;
 
@@ -78,4 +79,151 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .await
         .context("applying jobq migrations")?;
     Ok(())
+}
+
+/// A few connections kept out of the pool for one hot path (a worker's fetches, its outcome
+/// batches) and reused last in, first out.
+///
+/// sqlx's pool hands out its idle connections first in, first out, and pings each on the way
+/// out and again on the way back. A worker's statement thus met a different connection nearly
+/// every time (16 by default), on whose backend it had not run yet: Postgres plans a prepared
+/// statement afresh for its first five executions on a connection before it keeps a generic plan
+/// (0.3-0.4 ms of a 3-job fetch), and compiles each PL/pgSQL trigger function once per backend;
+/// each use also paid two extra round trips. A kept connection has done all that already.
+///
+/// A kept connection idle for [`CHECKED_AFTER_IDLE`] is pinged before reuse, as the pool does
+/// with each of its own (Postgres may have ended it meanwhile: a restart, a failover). It goes
+/// back to the pool (which tests it) instead of being kept when its use failed ([`Kept`] not
+/// [`Kept::keep`]-ed), when it has been kept for [`KEPT_FOR_AT_MOST`] (the pool's own lifetime
+/// limit then applies again), and at shutdown (`closing`): the pool's `close` waits for every
+/// connection.
+#[derive(Clone)]
+pub struct KeptConnections {
+    inner: std::sync::Arc<KeptInner>,
+}
+
+struct KeptInner {
+    pool: PgPool,
+    /// Idle kept connections, the most recently used last.
+    idle: std::sync::Mutex<Vec<Idle>>,
+    most: usize,
+    closing: tokio_util::sync::CancellationToken,
+}
+
+struct Idle {
+    conn: PoolConnection<Postgres>,
+    /// When it was taken from the pool.
+    since: Instant,
+    /// When its last use ended.
+    used: Instant,
+}
+
+/// How long a connection may stay out of the pool.
+pub const KEPT_FOR_AT_MOST: Duration = Duration::from_secs(600);
+/// A kept connection idle for this long is pinged before it is used again.
+pub const CHECKED_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+impl KeptConnections {
+    /// Keeps up to `most` idle connections of `pool` until `closing` is cancelled.
+    pub fn new(pool: PgPool, most: usize, closing: tokio_util::sync::CancellationToken) -> Self {
+        let inner = std::sync::Arc::new(KeptInner {
+            pool,
+            idle: std::sync::Mutex::new(Vec::new()),
+            most,
+            closing: closing.clone(),
+        });
+        let weak = std::sync::Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            closing.cancelled().await;
+            if let Some(inner) = weak.upgrade() {
+                inner.release_all();
+            }
+        });
+        Self { inner }
+    }
+
+    /// The most recently used kept connection, or one from the pool.
+    pub async fn acquire(&self) -> sqlx::Result<Kept> {
+        loop {
+            let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(mut idle) = reused else {
+                return Ok(Kept {
+                    conn: self.inner.pool.acquire().await?,
+                    since: Instant::now(),
+                    home: self.inner.clone(),
+                });
+            };
+            if idle.used.elapsed() >= CHECKED_AFTER_IDLE
+                && sqlx::Connection::ping(&mut *idle.conn).await.is_err()
+            {
+                // Ended meanwhile: back to the pool, which closes it.
+                continue;
+            }
+            return Ok(Kept {
+                conn: idle.conn,
+                since: idle.since,
+                home: self.inner.clone(),
+            });
+        }
+    }
+
+    /// Idle connections kept right now.
+    pub fn idle(&self) -> usize {
+        self.inner.idle.lock().map_or(0, |idle| idle.len())
+    }
+}
+
+impl KeptInner {
+    fn release_all(&self) {
+        let released = self
+            .idle
+            .lock()
+            .map(|mut idle| std::mem::take(&mut *idle))
+            .unwrap_or_default();
+        drop(released);
+    }
+}
+
+/// A connection from [`KeptConnections`]. Dropped, it goes back to the pool; [`Kept::keep`]
+/// keeps it for the next use.
+pub struct Kept {
+    conn: PoolConnection<Postgres>,
+    since: Instant,
+    home: std::sync::Arc<KeptInner>,
+}
+
+impl Kept {
+    /// Keeps the connection for the next use (call it only after a use without error).
+    pub fn keep(self) {
+        let Self { conn, since, home } = self;
+        if since.elapsed() >= KEPT_FOR_AT_MOST {
+            return;
+        }
+        // Checked under the lock: `release_all` runs after `closing` is cancelled and takes the
+        // lock, so a connection is either seen by it or not kept at all.
+        if let Ok(mut idle) = home.idle.lock()
+            && !home.closing.is_cancelled()
+            && idle.len() < home.most
+        {
+            idle.push(Idle {
+                conn,
+                since,
+                used: Instant::now(),
+            });
+        }
+    }
+}
+
+impl std::ops::Deref for Kept {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Kept {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
 }

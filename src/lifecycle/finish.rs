@@ -35,7 +35,8 @@ pub async fn finish(
         outcome,
         progress_done,
     };
-    let mut finished = finish_many(pool, std::slice::from_ref(&one), backoff).await?;
+    let mut conn = pool.acquire().await?;
+    let mut finished = finish_many(&mut conn, std::slice::from_ref(&one), backoff).await?;
     Ok(finished.pop().unwrap_or(Finished::NotOwner))
 }
 
@@ -52,7 +53,7 @@ pub struct Outcome<'a> {
 /// events; it commits by itself when all succeeded); the rarer outcomes are recorded one by one
 /// before it, in one transaction with it. (The attempts' queue entries went when they were taken.)
 pub async fn finish_many(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     outcomes: &[Outcome<'_>],
     backoff: &Backoff,
 ) -> Result<Vec<Finished>, StoreError> {
@@ -69,10 +70,10 @@ pub async fn finish_many(
     }
     // The other outcomes, in order, and the task ids of the successes that were recorded.
     let (failed, succeeded) = if ids.len() == outcomes.len() {
-        let succeeded = store::jobs::succeed_many(pool, &ids, &task_ids, &results).await?;
+        let succeeded = store::jobs::succeed_many(conn, &ids, &task_ids, &results).await?;
         (Vec::new(), succeeded)
     } else {
-        let mut tx = pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         let mut failed = Vec::with_capacity(outcomes.len() - ids.len());
         for o in outcomes {
             if let Err(error) = o.outcome {

@@ -44,6 +44,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use ulid::Ulid;
 
+use crate::db::KeptConnections;
 use crate::domain::JobKind;
 use crate::lifecycle;
 use crate::metrics;
@@ -77,6 +78,8 @@ pub struct QueuePersistence {
     pub concurrency: usize,
     /// Set by a fetch that took every due entry; shared by the clones apalis fetches with.
     pub rest: Rest,
+    /// The connections the workers' statements run on, kept out of the pool between them.
+    pub conns: KeptConnections,
 }
 
 /// What one look at the queue found.
@@ -134,7 +137,21 @@ impl QueuePersistence {
                 drained: false,
             });
         }
-        let mut conn = self.pool.acquire().await?;
+        // A kept connection, on which the fetch statement is planned already.
+        let mut conn = self.conns.acquire().await?;
+        let fetched = self.fetch_on(&mut conn, worker, rate_limited).await;
+        if fetched.is_ok() {
+            conn.keep();
+        }
+        fetched
+    }
+
+    async fn fetch_on(
+        &self,
+        conn: &mut PgConnection,
+        worker: &WorkerContext,
+        rate_limited: bool,
+    ) -> Result<Fetched, Error> {
         // Never fetch more than there are free slots: a fetched entry is started at once, and one
         // waiting here for a slot would be `running` without running, out of reach of idle workers.
         let free = self
@@ -143,7 +160,7 @@ impl QueuePersistence {
             .max(1);
         let batch = self.config.batch_size.min(free) as i32;
         let allowed = if rate_limited {
-            match store::queues::take_tokens(&mut conn, self.kind.as_str(), batch).await? {
+            match store::queues::take_tokens(&mut *conn, self.kind.as_str(), batch).await? {
                 Some(t) if t.taken == 0 => {
                     let wait = ((1.0 - t.left) / t.rate).max(0.001);
                     return Ok(Fetched {
@@ -161,7 +178,7 @@ impl QueuePersistence {
         // The attempts start in the fetching statement: one commit for the batch.
         let allowed = allowed.max(1);
         let taken =
-            store::queue::fetch_and_start(&mut conn, self.kind, worker.name(), allowed).await?;
+            store::queue::fetch_and_start(&mut *conn, self.kind, worker.name(), allowed).await?;
         let fetched = taken.entries.len();
         let queue = self.config.queue.as_ref();
         let mut tasks = Vec::with_capacity(fetched);
@@ -189,7 +206,7 @@ impl QueuePersistence {
         metrics::queue_fetched(self.kind, fetched);
         if rate_limited && (tasks.len() as i32) < allowed {
             store::queues::refund_tokens(
-                &mut conn,
+                &mut *conn,
                 self.kind.as_str(),
                 allowed - tasks.len() as i32,
             )

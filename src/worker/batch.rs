@@ -12,6 +12,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::db::KeptConnections;
 use crate::domain::{Backoff, JobKind};
 use crate::jobs::JobError;
 use crate::lifecycle::{self, Finished, Outcome, StoreError};
@@ -94,10 +95,11 @@ pub struct Finisher {
 }
 
 impl Finisher {
-    /// Starts the recording task; it ends when the last `Finisher` clone is dropped.
-    pub fn start(pool: PgPool, backoff: Backoff) -> Self {
+    /// Starts the recording task, which records on `conns` (and on `pool` when a batch must be
+    /// recorded one by one); it ends when the last `Finisher` clone is dropped.
+    pub fn start(conns: KeptConnections, pool: PgPool, backoff: Backoff) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(record(pool, backoff, rx));
+        tokio::spawn(record(pool, conns, backoff, rx));
         Self { tx }
     }
 
@@ -124,7 +126,12 @@ impl Finisher {
     }
 }
 
-async fn record(pool: PgPool, backoff: Backoff, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn record(
+    pool: PgPool,
+    conns: KeptConnections,
+    backoff: Backoff,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     loop {
         // A slot first, then whatever has arrived: while all slots are busy, outcomes group up.
@@ -135,16 +142,21 @@ async fn record(pool: PgPool, backoff: Backoff, mut rx: mpsc::UnboundedReceiver<
         if rx.recv_many(&mut batch, MAX_FINISH_BATCH).await == 0 {
             return;
         }
-        let pool = pool.clone();
+        let (pool, conns) = (pool.clone(), conns.clone());
         tokio::spawn(async move {
-            record_batch(&pool, &backoff, batch).await;
+            record_batch(&pool, &conns, &backoff, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Records one batch of outcomes and answers each request.
-async fn record_batch(pool: &PgPool, backoff: &Backoff, mut batch: Vec<Request>) {
+async fn record_batch(
+    pool: &PgPool,
+    conns: &KeptConnections,
+    backoff: &Backoff,
+    mut batch: Vec<Request>,
+) {
     let outcomes: Vec<Outcome<'_>> = batch
         .iter()
         .map(|r| Outcome {
@@ -153,7 +165,17 @@ async fn record_batch(pool: &PgPool, backoff: &Backoff, mut batch: Vec<Request>)
             progress_done: r.progress_done,
         })
         .collect();
-    let recorded = lifecycle::finish_many(pool, &outcomes, backoff).await;
+    // On a kept connection: the outcome statements are planned on it already.
+    let recorded = match conns.acquire().await {
+        Ok(mut conn) => {
+            let recorded = lifecycle::finish_many(&mut conn, &outcomes, backoff).await;
+            if recorded.is_ok() {
+                conn.keep();
+            }
+            recorded
+        }
+        Err(e) => Err(StoreError::Db(e)),
+    };
     drop(outcomes);
     match recorded {
         Ok(finished) => {

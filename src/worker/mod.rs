@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
+use crate::db::KeptConnections;
 use crate::domain::JobKind;
 use crate::jobs::email::Mailer;
 use crate::store::queue::AttemptArgs;
@@ -29,6 +30,10 @@ use controls::QueueControls;
 pub use executor::Executor;
 use running::RunningJobs;
 pub use wake::Notifier;
+
+/// Idle connections the workers keep out of the pool: at light load one serves every fetch and
+/// outcome batch, under load the others come and go through the pool.
+const KEPT_CONNECTIONS: usize = 2;
 
 /// Runs the workers until `shutdown` is cancelled and running jobs have finished or been
 /// released (at most `shutdown_grace`).
@@ -47,6 +52,9 @@ pub async fn run(
         shutdown.clone(),
     );
     let started = Started::default();
+    // The connections the workers' fetches and outcome batches run on, kept out of the pool
+    // between uses (most are idle ones, so that few are held from the API).
+    let conns = KeptConnections::new(pool.clone(), KEPT_CONNECTIONS, shutdown.clone());
     let executor = Arc::new(Executor {
         pool: pool.clone(),
         mailer,
@@ -55,7 +63,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         running,
         started: started.clone(),
-        finisher: Finisher::start(pool.clone(), config.worker.backoff()),
+        finisher: Finisher::start(conns.clone(), pool.clone(), config.worker.backoff()),
         hash_threads: Arc::new(tokio::sync::Semaphore::new(config.worker.hash_threads())),
     });
     let instance = instance_name();
@@ -70,13 +78,14 @@ pub async fn run(
             JobKind::Hash => w.hash_concurrency(),
         }
         .max(1);
-        let (pool, notifier, executor, instance, controls, started) = (
+        let (pool, notifier, executor, instance, controls, started, conns) = (
             pool.clone(),
             notifier.clone(),
             executor.clone(),
             instance.clone(),
             controls.clone(),
             started.clone(),
+            conns.clone(),
         );
         monitor = monitor.register(move |restarts| {
             // Never fetch more than can run (the backend also counts the free slots): entries
@@ -102,6 +111,7 @@ pub async fn run(
                 started: started.clone(),
                 concurrency,
                 rest: Default::default(),
+                conns: conns.clone(),
             })
             .before_start(move |_| async move {
                 tokio::time::sleep(delay).await;

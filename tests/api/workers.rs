@@ -4,6 +4,8 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use jobq::auth::Role;
+use jobq::db::{CHECKED_AFTER_IDLE, Kept, KeptConnections};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
     JobqProcess, counted, create_key, eventually, spawn_app_with, start_app, time,
@@ -543,4 +545,137 @@ async fn a_fetch_that_takes_every_due_job_is_not_followed_by_one_that_finds_noth
         "one fetch for the two due jobs, one when the third fell due, none that found nothing \
          (before: {before:?}, after: {after:?})"
     );
+}
+
+/// The backends of this database (other than the caller's) whose last statement contains
+/// `text`.
+async fn backends_last_running(pool: &sqlx::PgPool, text: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND strpos(query, $1) > 0",
+    )
+    .bind(text)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_worker_records_outcomes_on_a_connection_it_keeps(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Jobs one after another, with API requests (polling for each job) between them: a pooled
+    // connection goes to whoever asks next (the least recently used first), and a backend that
+    // has not run the worker's statements yet plans them afresh.
+    let app = spawn_app_with(
+        db,
+        &["--poll-interval", "1h", "--heartbeat-interval", "30s"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut recorded_on = Vec::new();
+    for i in 0..8 {
+        let id = app
+            .enqueue_id("/v1/jobs/hash", json!({"data": format!("x{i}")}))
+            .await;
+        let done = app.finished(&id, Duration::from_secs(10)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        // The backend that recorded the outcome was not handed to the API requests since.
+        recorded_on.push(backends_last_running(&app.pool, "WITH done AS (").await);
+    }
+    let first = recorded_on[0].clone();
+    assert_eq!(
+        first.len(),
+        1,
+        "outcomes recorded on backends {recorded_on:?}"
+    );
+    assert!(
+        recorded_on.iter().all(|pids| *pids == first),
+        "every outcome recorded on one backend: {recorded_on:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn kept_connections_are_reused_newest_first_checked_after_idling_and_given_back(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(db)
+        .await
+        .unwrap();
+    let closing = CancellationToken::new();
+    let kept = KeptConnections::new(pool.clone(), 2, closing.clone());
+    async fn pid(conn: &mut Kept) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap()
+    }
+
+    let mut a = kept.acquire().await.unwrap();
+    let pid_a = pid(&mut a).await;
+    a.keep();
+    assert_eq!(kept.idle(), 1);
+    // Reused, and while it is in use the next one comes from the pool.
+    let mut again = kept.acquire().await.unwrap();
+    assert_eq!(pid(&mut again).await, pid_a);
+    let mut b = kept.acquire().await.unwrap();
+    let pid_b = pid(&mut b).await;
+    assert_ne!(pid_b, pid_a);
+    again.keep();
+    b.keep();
+    // Newest first.
+    let mut newest = kept.acquire().await.unwrap();
+    assert_eq!(pid(&mut newest).await, pid_b);
+    newest.keep();
+    // No more than two kept; a third goes back to the pool.
+    let (c1, c2, c3) = (
+        kept.acquire().await.unwrap(),
+        kept.acquire().await.unwrap(),
+        kept.acquire().await.unwrap(),
+    );
+    c1.keep();
+    c2.keep();
+    c3.keep();
+    assert_eq!(kept.idle(), 2);
+    // One whose use failed is not kept.
+    let failed = kept.acquire().await.unwrap();
+    drop(failed);
+    assert_eq!(kept.idle(), 1);
+
+    // Ended by Postgres while idle: noticed before reuse, replaced by a live one.
+    let mut victim = kept.acquire().await.unwrap();
+    let victim_pid = pid(&mut victim).await;
+    victim.keep();
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(victim_pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(ended);
+    tokio::time::sleep(CHECKED_AFTER_IDLE + Duration::from_millis(200)).await;
+    let mut fresh = kept.acquire().await.unwrap();
+    assert_ne!(pid(&mut fresh).await, victim_pid);
+    fresh.keep();
+
+    // At shutdown every kept connection goes back: the pool's close (which waits for all of
+    // them) completes.
+    assert!(kept.idle() > 0);
+    closing.cancel();
+    eventually(
+        Duration::from_secs(5),
+        "kept connections given back",
+        || async { (kept.idle() == 0).then_some(()) },
+    )
+    .await;
+    let late = kept.acquire().await.unwrap();
+    late.keep();
+    assert_eq!(kept.idle(), 0, "kept after shutdown began");
+    tokio::time::timeout(Duration::from_secs(5), pool.close())
+        .await
+        .expect("the pool closes");
 }
