@@ -2,7 +2,7 @@
 //! concurrent hash jobs (one batch request, jobq defaults). Throughput = bytes / (last
 //! `finished_at` - first `started_at`); baseline: the same three digests computed by three
 //! threads in this process with the sha2 crate (inputs tiled into 64 KiB blocks, as jobq does).
-//! Sizes up to 100 MB in all are measured five times, alternately, and the medians compared.
+//! Sizes up to 100 MB in all are measured nine times, alternately, and the medians compared.
 //! jobq's digests must equal the in-process ones. Meanwhile `GET /healthz` is polled every
 //! 10 ms: its p99 shows whether the API stays responsive. Three small jobs run first (warm-up).
 //!
@@ -238,8 +238,8 @@ async fn one(
     let total_bytes: u64 = INPUTS.iter().map(|d| d.len() as u64 * repeat).sum();
     let mb = total_bytes as f64 / 1e6;
     // A run of a few milliseconds is at the mercy of this shared machine: small sizes are
-    // measured five times (alternately in process and by jobq) and the medians compared.
-    let rounds = if total_bytes <= 100_000_000 { 5 } else { 1 };
+    // measured nine times (alternately in process and by jobq) and the medians compared.
+    let rounds = if total_bytes <= 100_000_000 { 9 } else { 1 };
 
     let stop = Arc::new(AtomicBool::new(false));
     let poller = poll_health(api.base.clone(), stop.clone());
