@@ -343,6 +343,17 @@ impl Persistence for QueuePersistence {
                     }
                 }
                 _ = tokio::time::sleep(nap) => {}
+                // A shutdown ends the nap: `poll_close` finishes this fetch before the worker
+                // stops, and would otherwise wait out the nap (up to half a heartbeat, or the
+                // whole shutdown grace). apalis' `stop` wakes the worker's task, which polls this
+                // future again and finds the worker stopping.
+                _ = std::future::poll_fn(|_| {
+                    if worker.is_shutting_down() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                }) => {}
             }
         }
     }

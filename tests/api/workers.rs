@@ -8,24 +8,29 @@ use jobq::db::{CHECKED_AFTER_IDLE, Kept, KeptConnections};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    JobqProcess, counted, create_key, eventually, spawn_app_with, start_app, time,
+    JobqProcess, TestApp, counted, create_key, eventually, spawn_app_with, start_app, time,
 };
 use sqlx::postgres::PgListener;
+
+/// jobq with the backstop poll an hour away and heartbeats (which also wake a worker) 30 s
+/// apart, once its workers have made their first (empty) fetch and wait.
+async fn spawn_app_woken_by_notify_only(db: PgConnectOptions) -> TestApp {
+    let app = spawn_app_with(
+        db,
+        &["--poll-interval", "1h", "--heartbeat-interval", "30s"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app
+}
 
 #[sqlx::test(migrations = false)]
 async fn a_new_job_is_picked_up_through_notify_not_by_polling(
     _: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    // With the backstop poll an hour away and heartbeats (which also wake a worker) 30 s apart,
-    // only the NOTIFY sent at commit can wake the worker in time.
-    let app = spawn_app_with(
-        db,
-        &["--poll-interval", "1h", "--heartbeat-interval", "30s"],
-    )
-    .await;
-    // Let the workers finish their first (empty) fetch and wait.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Only the NOTIFY sent at commit can wake the worker in time.
+    let app = spawn_app_woken_by_notify_only(db).await;
 
     for _ in 0..3 {
         let id = app.enqueue_id("/v1/jobs/hash", json!({"data": "x"})).await;
@@ -569,12 +574,7 @@ async fn a_worker_records_outcomes_on_a_connection_it_keeps(
     // Jobs one after another, with API requests (polling for each job) between them: a pooled
     // connection goes to whoever asks next (the least recently used first), and a backend that
     // has not run the worker's statements yet plans them afresh.
-    let app = spawn_app_with(
-        db,
-        &["--poll-interval", "1h", "--heartbeat-interval", "30s"],
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let app = spawn_app_woken_by_notify_only(db).await;
     let mut recorded_on = Vec::new();
     for i in 0..8 {
         let id = app
