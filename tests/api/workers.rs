@@ -679,3 +679,34 @@ async fn kept_connections_are_reused_newest_first_checked_after_idling_and_given
         .await
         .expect("the pool closes");
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_look_at_the_queue_that_finds_nothing_due_yet_wakes_the_worker_when_something_falls_due(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // No backstop poll, no empty-handed return for 15 s; a job due later sends no notification.
+    let app = spawn_app_woken_by_notify_only(db).await;
+    let run_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let id = app
+        .enqueue_id(
+            "/v1/jobs/hash",
+            json!({"data": "later", "run_at": run_at.to_rfc3339()}),
+        )
+        .await;
+    // A change of the queue's controls wakes the worker: it looks, finds nothing due, and learns
+    // when the job falls due from that same (empty) fetch.
+    for action in ["pause", "resume"] {
+        let response = app
+            .post(&format!("/v1/queues/hash/{action}"), &json!({}))
+            .await;
+        assert_eq!(response.status().as_u16(), 200, "{action}");
+    }
+    let done = app.finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let late = time(&done["started_at"]) - run_at;
+    assert!(
+        late < chrono::Duration::seconds(1),
+        "the job started {late} after it fell due"
+    );
+}
