@@ -98,6 +98,7 @@ impl App {
             keys,
             limits: RateLimits::new(config.api.enqueue_rate_limit),
             hub: events.as_ref().map(|e| e.hub.clone()),
+            shutdown: shutdown.clone(),
         };
         let routes = api::routes(state, config.role, events);
         let token = shutdown.clone();

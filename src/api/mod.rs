@@ -60,6 +60,8 @@ pub struct ApiState {
     pub keys: KeyStore,
     pub limits: RateLimits,
     pub hub: Option<EventHub>,
+    /// Cancelled at shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn service(state: ApiState) -> OpenApiService<Apis, ()> {
@@ -71,7 +73,7 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         pool: state.pool.clone(),
     };
     let jobs = JobsApi {
-        enqueuer: crate::lifecycle::Enqueuer::new(state.pool.clone()),
+        enqueuer: crate::lifecycle::Enqueuer::new(state.pool.clone(), state.shutdown),
         pool: state.pool.clone(),
         config: state.config,
         limits: state.limits,
@@ -115,6 +117,7 @@ pub fn spec_json() -> String {
         keys,
         limits: RateLimits::new(0),
         hub: None,
+        shutdown: tokio_util::sync::CancellationToken::new(),
     })
     .spec();
     contract::finish(&raw)

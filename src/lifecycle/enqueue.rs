@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use ulid::Ulid;
 use uuid::Uuid;
 
@@ -92,6 +92,15 @@ pub async fn enqueue_many(
     pool: &PgPool,
     reqs: &[EnqueueRequest],
 ) -> Result<Vec<Enqueued>, EnqueueError> {
+    let mut conn = pool.acquire().await?;
+    enqueue_many_on(&mut conn, reqs).await
+}
+
+/// [`enqueue_many`] on a connection of the caller's.
+pub async fn enqueue_many_on(
+    conn: &mut PgConnection,
+    reqs: &[EnqueueRequest],
+) -> Result<Vec<Enqueued>, EnqueueError> {
     let now = Utc::now();
     let mut new = Vec::with_capacity(reqs.len());
     for req in reqs {
@@ -129,7 +138,7 @@ pub async fn enqueue_many(
     }
 
     if new.iter().all(|job| job.idempotency_key.is_none()) {
-        let created = store::jobs::accept_many(pool, &new).await?;
+        let created = store::jobs::accept_many(&mut *conn, &new).await?;
         if created.len() != new.len() {
             // Cannot happen without keys; never answer 2xx for jobs that were not written.
             return Err(sqlx::Error::RowNotFound.into());
@@ -137,7 +146,7 @@ pub async fn enqueue_many(
         return Ok(created.into_iter().map(Enqueued::Created).collect());
     }
 
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let created = store::jobs::accept_many(&mut *tx, &new).await?;
     let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|r| (r.id, r)).collect();
     let mut done = Vec::with_capacity(new.len());

@@ -1,13 +1,16 @@
 //! Group commit for single enqueues: requests arriving while earlier groups commit are accepted
 //! together in the next one. One commit (one fsync) then serves many concurrent HTTP requests;
-//! a lone request goes at once, nothing waits to fill a group.
+//! a lone request goes at once, nothing waits to fill a group. Groups are written on a kept
+//! connection (see [`KeptConnections`]), on which the accept statement is planned already.
 
 use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::lifecycle::{EnqueueError, EnqueueRequest, Enqueued, enqueue_many};
+use crate::db::{Kept, KeptConnections};
+use crate::lifecycle::{EnqueueError, EnqueueRequest, Enqueued, enqueue_many, enqueue_many_on};
 
 /// Most requests accepted in one transaction.
 const MAX_GROUP: usize = 256;
@@ -16,17 +19,23 @@ const GROUPS_IN_FLIGHT: usize = 4;
 
 type Reply = oneshot::Sender<Result<Enqueued, EnqueueError>>;
 
+/// Idle connections kept for groups (one serves requests that come one at a time).
+const KEPT_CONNECTIONS: usize = 1;
+
 #[derive(Clone)]
 pub struct Enqueuer {
     pool: PgPool,
+    /// Cancelled at shutdown: the kept connection goes back to the pool.
+    closing: CancellationToken,
     /// Started on first use (building the API, e.g. to print the spec, needs no runtime).
     queue: Arc<OnceLock<mpsc::UnboundedSender<(EnqueueRequest, Reply)>>>,
 }
 
 impl Enqueuer {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, closing: CancellationToken) -> Self {
         Self {
             pool,
+            closing,
             queue: Arc::default(),
         }
     }
@@ -40,7 +49,9 @@ impl Enqueuer {
         }
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(accept_groups(self.pool.clone(), rx));
+            let conns =
+                KeptConnections::new(self.pool.clone(), KEPT_CONNECTIONS, self.closing.clone());
+            tokio::spawn(accept_groups(self.pool.clone(), conns, rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -60,7 +71,11 @@ async fn single(pool: &PgPool, req: EnqueueRequest) -> Result<Enqueued, EnqueueE
         .ok_or_else(|| EnqueueError::Store(sqlx::Error::RowNotFound.into()))
 }
 
-async fn accept_groups(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(EnqueueRequest, Reply)>) {
+async fn accept_groups(
+    pool: PgPool,
+    conns: KeptConnections,
+    mut rx: mpsc::UnboundedReceiver<(EnqueueRequest, Reply)>,
+) {
     let in_flight = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut group = Vec::new();
     loop {
@@ -72,39 +87,58 @@ async fn accept_groups(pool: PgPool, mut rx: mpsc::UnboundedReceiver<(EnqueueReq
             return;
         }
         let (reqs, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        let pool = pool.clone();
+        let (pool, conns) = (pool.clone(), conns.clone());
         tokio::spawn(async move {
-            accept_group(&pool, reqs, replies).await;
+            match conns.acquire().await {
+                Ok(conn) => accept_group(&pool, conn, reqs, replies).await,
+                Err(e) => answer_unavailable(replies, &e.to_string()),
+            }
             drop(slot);
         });
     }
 }
 
-async fn accept_group(pool: &PgPool, reqs: Vec<EnqueueRequest>, replies: Vec<Reply>) {
-    if reqs.len() > 1 {
-        match enqueue_many(pool, &reqs).await {
-            Ok(done) if done.len() == replies.len() => {
-                for (reply, d) in replies.into_iter().zip(done) {
-                    let _ = reply.send(Ok(d));
-                }
-                return;
+/// Accepts a group on `conn`, kept for the next group when every request was accepted.
+async fn accept_group(
+    pool: &PgPool,
+    mut conn: Kept,
+    reqs: Vec<EnqueueRequest>,
+    replies: Vec<Reply>,
+) {
+    match enqueue_many_on(&mut conn, &reqs).await {
+        Ok(done) if done.len() == replies.len() => {
+            conn.keep();
+            for (reply, d) in replies.into_iter().zip(done) {
+                let _ = reply.send(Ok(d));
             }
-            // The database is out of reach, and the group may even have committed just before
-            // the connection broke: writing the jobs again one by one could accept them twice.
-            Err(EnqueueError::Store(e)) if e.is_unavailable() => {
-                let cause = e.to_string();
-                for reply in replies {
-                    let lost =
-                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, cause.clone());
-                    let _ = reply.send(Err(EnqueueError::Store(sqlx::Error::Io(lost).into())));
-                }
-                return;
-            }
-            // Some request was refused: one must not fail the others, so each goes alone.
-            _ => {}
+            return;
         }
+        // The database is out of reach, and the group may even have committed just before the
+        // connection broke: writing the jobs again one by one could accept them twice.
+        Err(EnqueueError::Store(e)) if e.is_unavailable() => {
+            answer_unavailable(replies, &e.to_string());
+            return;
+        }
+        // A lone request's refusal is its own answer.
+        Err(e) if replies.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e));
+            }
+            return;
+        }
+        // Some request was refused: one must not fail the others, so each goes alone.
+        _ => {}
     }
+    drop(conn);
     for (req, reply) in reqs.into_iter().zip(replies) {
         let _ = reply.send(single(pool, req).await);
+    }
+}
+
+/// Answers every request of a group that could not be written: the database is out of reach.
+fn answer_unavailable(replies: Vec<Reply>, cause: &str) {
+    for reply in replies {
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, cause.to_owned());
+        let _ = reply.send(Err(EnqueueError::Store(sqlx::Error::Io(lost).into())));
     }
 }

@@ -598,6 +598,30 @@ async fn a_worker_records_outcomes_on_a_connection_it_keeps(
 }
 
 #[sqlx::test(migrations = false)]
+async fn single_enqueues_are_written_on_a_connection_the_api_keeps(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Requests one after another, with reads between them that take pooled connections.
+    let app = spawn_app_woken_by_notify_only(db).await;
+    let mut accepted_on = Vec::new();
+    for i in 0..8 {
+        let id = app
+            .enqueue_id("/v1/jobs/hash", json!({"data": format!("y{i}")}))
+            .await;
+        let job = app.job(&id).await;
+        assert_eq!(job["id"], id.as_str(), "{job}");
+        accepted_on.push(backends_last_running(&app.pool, "WITH t AS (").await);
+    }
+    let first = accepted_on[0].clone();
+    assert_eq!(first.len(), 1, "jobs accepted on backends {accepted_on:?}");
+    assert!(
+        accepted_on.iter().all(|pids| *pids == first),
+        "every single enqueue written on one backend: {accepted_on:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn kept_connections_are_reused_newest_first_checked_after_idling_and_given_back(
     _: PgPoolOptions,
     db: PgConnectOptions,
