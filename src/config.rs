@@ -20,7 +20,7 @@ pub struct DbConfig {
     /// Postgres URL. The database is created if it does not exist.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
-    /// Connections in this process's pool (its workers keep up to two idle ones between uses).
+    /// Connections in this process's pool (its workers keep up to two idle between uses, its API one).
     #[arg(long, env = "JOBQ_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long a request waits for a pooled connection before failing with 503.
