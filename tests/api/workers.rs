@@ -566,6 +566,17 @@ async fn backends_last_running(pool: &sqlx::PgPool, text: &str) -> Vec<i32> {
     .unwrap()
 }
 
+/// Every sample (the backends whose last statement was the one looked for, taken after each
+/// request) names the same single backend.
+fn assert_one_backend(samples: &[Vec<i32>], what: &str) {
+    let first = &samples[0];
+    assert_eq!(first.len(), 1, "{what} on backends {samples:?}");
+    assert!(
+        samples.iter().all(|pids| pids == first),
+        "{what} on more than one backend: {samples:?}"
+    );
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_worker_records_outcomes_on_a_connection_it_keeps(
     _: PgPoolOptions,
@@ -585,16 +596,7 @@ async fn a_worker_records_outcomes_on_a_connection_it_keeps(
         // The backend that recorded the outcome was not handed to the API requests since.
         recorded_on.push(backends_last_running(&app.pool, "WITH done AS (").await);
     }
-    let first = recorded_on[0].clone();
-    assert_eq!(
-        first.len(),
-        1,
-        "outcomes recorded on backends {recorded_on:?}"
-    );
-    assert!(
-        recorded_on.iter().all(|pids| *pids == first),
-        "every outcome recorded on one backend: {recorded_on:?}"
-    );
+    assert_one_backend(&recorded_on, "outcomes recorded");
 }
 
 #[sqlx::test(migrations = false)]
@@ -613,12 +615,7 @@ async fn single_enqueues_are_written_on_a_connection_the_api_keeps(
         assert_eq!(job["id"], id.as_str(), "{job}");
         accepted_on.push(backends_last_running(&app.pool, "WITH t AS (").await);
     }
-    let first = accepted_on[0].clone();
-    assert_eq!(first.len(), 1, "jobs accepted on backends {accepted_on:?}");
-    assert!(
-        accepted_on.iter().all(|pids| *pids == first),
-        "every single enqueue written on one backend: {accepted_on:?}"
-    );
+    assert_one_backend(&accepted_on, "single enqueues written");
 }
 
 #[sqlx::test(migrations = false)]
