@@ -167,6 +167,20 @@ impl KeptConnections {
         }
     }
 
+    /// Runs `work` on a kept connection (see [`Self::acquire`]) and keeps the connection for
+    /// the next use if `work` succeeded; after an error it goes back to the pool.
+    pub async fn run<T, E: From<sqlx::Error>>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.acquire().await?;
+        let done = work(&mut conn).await;
+        if done.is_ok() {
+            conn.keep();
+        }
+        done
+    }
+
     /// Idle connections kept right now.
     pub fn idle(&self) -> usize {
         self.inner.idle.lock().map_or(0, |idle| idle.len())

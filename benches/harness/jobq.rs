@@ -366,14 +366,18 @@ impl Api {
         Ok(out)
     }
 
-    pub async fn get_job(&self, id: Uuid) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .get(format!("{}/v1/jobs/{id}", self.base))
+    /// `GET path` with the key.
+    async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.client
+            .get(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
-            .context("GET /v1/jobs/{id}")?;
+            .with_context(|| format!("GET {path}"))
+    }
+
+    pub async fn get_job(&self, id: Uuid) -> anyhow::Result<Value> {
+        let response = self.get(&format!("/v1/jobs/{id}")).await?;
         let status = response.status();
         let value: Value = response.json().await.context("job JSON")?;
         if !status.is_success() {
@@ -382,24 +386,13 @@ impl Api {
         Ok(value)
     }
 
-    /// `GET /metrics`: the value of one counter sample (0 if it was never incremented).
-    pub async fn counter(&self, name_and_labels: &str) -> anyhow::Result<f64> {
-        let response = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .context("GET /metrics")?;
+    /// `GET /metrics`: the Prometheus text (read samples with [`counter`]).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let response = self.get("/metrics").await?;
         if !response.status().is_success() {
             bail!("GET /metrics answered {}", response.status());
         }
-        let text = response.text().await.context("metrics text")?;
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
+        response.text().await.context("metrics text")
     }
 
     pub fn ws_url(&self, query: &str) -> String {
@@ -533,4 +526,13 @@ pub async fn pickup_ms(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<Vec<f64>> 
     rows.into_iter()
         .map(|(ms,)| ms.context("a job has no started_at"))
         .collect()
+}
+
+/// The value of one counter sample in `metrics` (0 if it was never incremented).
+pub fn counter(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

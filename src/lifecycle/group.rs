@@ -9,8 +9,9 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Kept, KeptConnections};
-use crate::lifecycle::{EnqueueError, EnqueueRequest, Enqueued, enqueue_many, enqueue_many_on};
+use crate::db::KeptConnections;
+use crate::lifecycle::enqueue::enqueue_many_on;
+use crate::lifecycle::{EnqueueError, EnqueueRequest, Enqueued, enqueue_many};
 
 /// Most requests accepted in one transaction.
 const MAX_GROUP: usize = 256;
@@ -89,25 +90,24 @@ async fn accept_groups(
         let (reqs, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
         let (pool, conns) = (pool.clone(), conns.clone());
         tokio::spawn(async move {
-            match conns.acquire().await {
-                Ok(conn) => accept_group(&pool, conn, reqs, replies).await,
-                Err(e) => answer_unavailable(replies, &e.to_string()),
-            }
+            accept_group(&pool, &conns, reqs, replies).await;
             drop(slot);
         });
     }
 }
 
-/// Accepts a group on `conn`, kept for the next group when every request was accepted.
+/// Accepts a group on a kept connection (kept for the next group when the group was accepted).
 async fn accept_group(
     pool: &PgPool,
-    mut conn: Kept,
+    conns: &KeptConnections,
     reqs: Vec<EnqueueRequest>,
     replies: Vec<Reply>,
 ) {
-    match enqueue_many_on(&mut conn, &reqs).await {
+    match conns
+        .run(async |conn| enqueue_many_on(conn, &reqs).await)
+        .await
+    {
         Ok(done) if done.len() == replies.len() => {
-            conn.keep();
             for (reply, d) in replies.into_iter().zip(done) {
                 let _ = reply.send(Ok(d));
             }
@@ -116,7 +116,12 @@ async fn accept_group(
         // The database is out of reach, and the group may even have committed just before the
         // connection broke: writing the jobs again one by one could accept them twice.
         Err(EnqueueError::Store(e)) if e.is_unavailable() => {
-            answer_unavailable(replies, &e.to_string());
+            let cause = e.to_string();
+            for reply in replies {
+                let lost =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, cause.clone());
+                let _ = reply.send(Err(EnqueueError::Store(sqlx::Error::Io(lost).into())));
+            }
             return;
         }
         // A lone request's refusal is its own answer.
@@ -129,16 +134,7 @@ async fn accept_group(
         // Some request was refused: one must not fail the others, so each goes alone.
         _ => {}
     }
-    drop(conn);
     for (req, reply) in reqs.into_iter().zip(replies) {
         let _ = reply.send(single(pool, req).await);
-    }
-}
-
-/// Answers every request of a group that could not be written: the database is out of reach.
-fn answer_unavailable(replies: Vec<Reply>, cause: &str) {
-    for reply in replies {
-        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, cause.to_owned());
-        let _ = reply.send(Err(EnqueueError::Store(sqlx::Error::Io(lost).into())));
     }
 }

@@ -10,7 +10,7 @@ mod progress;
 pub mod schedules;
 mod start;
 
-pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue, enqueue_many, enqueue_many_on};
+pub use enqueue::{EnqueueError, EnqueueRequest, Enqueued, enqueue, enqueue_many};
 pub use finish::{Finished, Outcome, finish, finish_many};
 pub use group::Enqueuer;
 pub use ops::{BulkRetry, OpsError, bulk_retry, cancel, retry};

@@ -137,13 +137,10 @@ impl QueuePersistence {
                 drained: false,
             });
         }
-        // A kept connection, on which the fetch statement is planned already.
-        let mut conn = self.conns.acquire().await?;
-        let fetched = self.fetch_on(&mut conn, worker, rate_limited).await;
-        if fetched.is_ok() {
-            conn.keep();
-        }
-        fetched
+        // On a kept connection, on which the fetch statement is planned already.
+        self.conns
+            .run(async |conn| self.fetch_on(conn, worker, rate_limited).await)
+            .await
     }
 
     async fn fetch_on(

@@ -166,16 +166,9 @@ async fn record_batch(
         })
         .collect();
     // On a kept connection: the outcome statements are planned on it already.
-    let recorded = match conns.acquire().await {
-        Ok(mut conn) => {
-            let recorded = lifecycle::finish_many(&mut conn, &outcomes, backoff).await;
-            if recorded.is_ok() {
-                conn.keep();
-            }
-            recorded
-        }
-        Err(e) => Err(StoreError::Db(e)),
-    };
+    let recorded = conns
+        .run(async |conn| lifecycle::finish_many(conn, &outcomes, backoff).await)
+        .await;
     drop(outcomes);
     match recorded {
         Ok(finished) => {

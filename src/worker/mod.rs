@@ -53,7 +53,7 @@ pub async fn run(
     );
     let started = Started::default();
     // The connections the workers' fetches and outcome batches run on, kept out of the pool
-    // between uses (most are idle ones, so that few are held from the API).
+    // between uses.
     let conns = KeptConnections::new(pool.clone(), KEPT_CONNECTIONS, shutdown.clone());
     let executor = Arc::new(Executor {
         pool: pool.clone(),

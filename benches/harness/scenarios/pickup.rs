@@ -71,11 +71,16 @@ struct Fetches {
 
 impl Fetches {
     async fn read(api: &Api) -> anyhow::Result<Self> {
-        let series =
-            |result: &str| format!(r#"jobq_queue_fetches_total{{kind="hash",result="{result}"}}"#);
+        let metrics = api.metrics().await?;
+        let series = |result: &str| {
+            jobq::counter(
+                &metrics,
+                &format!(r#"jobq_queue_fetches_total{{kind="hash",result="{result}"}}"#),
+            )
+        };
         Ok(Self {
-            taken: api.counter(&series("taken")).await?,
-            empty: api.counter(&series("empty")).await?,
+            taken: series("taken"),
+            empty: series("empty"),
         })
     }
 }
