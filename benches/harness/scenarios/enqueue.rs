@@ -110,6 +110,18 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         "jobq's lifecycle::enqueue_many called in process (status row, queue entry, event per job) vs push_all (one row)",
         None,
     );
+
+    // The most any design that writes a status row, a queue entry and an event per job could
+    // accept: those rows alone, nothing else.
+    let floor = three_rows_alone(ctx, plan.enqueue_batches).await?;
+    latency_rows(
+        ctx,
+        "three rows per job alone (floor)",
+        &floor,
+        &ab,
+        "the rows jobq writes per job (status row, queue entry, event) by COPY into bare copies of its tables (primary keys only, no triggers), one transaction per 1000, vs push_all",
+        None,
+    );
     Ok(())
 }
 
@@ -324,6 +336,100 @@ async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> 
     let expected = warmup + batches * 1000;
     if rows as usize != expected {
         bail!("enqueue_many accepted {expected} jobs but the queue holds {rows} entries");
+    }
+    Ok(Measured {
+        jobs: batches * 1000,
+        seconds,
+        latencies,
+        rejected: 0,
+    })
+}
+
+/// Sequential transactions of 1000 jobs' rows each, written by COPY into bare copies of jobq's
+/// three tables (same columns and values as the accept statement writes for a hash job, primary
+/// keys only: no other index, no trigger, no `RETURNING`). No SQL statement writes these rows
+/// for less, so its rate bounds the batch endpoint of the agreed design (status row, queue
+/// entry and `queued` event per job, committed together) from above.
+async fn three_rows_alone(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
+    use std::fmt::Write as _;
+
+    let db = JobqDb::create(&ctx.pg, "floor").await?;
+    let pool = db.pool(&ctx.pg).await?;
+    for ddl in [
+        "CREATE SCHEMA floor",
+        "CREATE TABLE floor.jobs (LIKE jobq.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        "ALTER TABLE floor.jobs ADD PRIMARY KEY (id)",
+        "CREATE TABLE floor.entries (LIKE apalis.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        "ALTER TABLE floor.entries ADD PRIMARY KEY (id)",
+        "CREATE TABLE floor.events (LIKE jobq.job_events INCLUDING DEFAULTS INCLUDING IDENTITY)",
+        "ALTER TABLE floor.events ADD PRIMARY KEY (id)",
+    ] {
+        sqlx::query(ddl).execute(&pool).await?;
+    }
+    // What jobq stores for {"kind": "hash", "data": "x"} (COPY's text format).
+    let write = async |n: usize| -> anyhow::Result<()> {
+        let (mut jobs, mut entries, mut events) = (String::new(), String::new(), String::new());
+        for _ in 0..n {
+            let id = uuid::Uuid::now_v7();
+            let task = ulid::Ulid::generate();
+            writeln!(
+                jobs,
+                "{id}\thash\tqueued\t{{\"data\": \"eA==\", \"repeat\": 1, \"algorithm\": \"sha256\"}}\t0\t5\t{task}\tdefault\t0\t{{}}"
+            )?;
+            let args: String = format!("{{\"job_id\":\"{id}\"}}")
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            writeln!(entries, "{task}\thash\t\\\\x{args}\tPending\t0\t25\t0")?;
+            writeln!(
+                events,
+                "{id}\thash\tqueued\tqueued\t{{\"attempt\": 0}}\tdefault"
+            )?;
+        }
+        let mut tx = pool.begin().await?;
+        for (statement, rows) in [
+            (
+                "COPY floor.jobs (id, kind, status, payload, progress_total, max_attempts, \
+                 task_id, owner, priority, tags) FROM STDIN",
+                jobs,
+            ),
+            (
+                "COPY floor.entries (id, job_type, job, status, attempts, max_attempts, priority) \
+                 FROM STDIN",
+                entries,
+            ),
+            (
+                "COPY floor.events (job_id, kind, type, status, data, owner) FROM STDIN",
+                events,
+            ),
+        ] {
+            let mut copy = tx.copy_in_raw(statement).await?;
+            copy.send(rows.into_bytes()).await?;
+            copy.finish().await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    };
+    write(ctx.plan.enqueue_warmup).await?;
+    let mut latencies = Vec::with_capacity(batches);
+    let start = Instant::now();
+    for _ in 0..batches {
+        let t = Instant::now();
+        write(1000).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rows: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM floor.jobs), (SELECT count(*) FROM floor.entries), \
+         (SELECT count(*) FROM floor.events)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    ctx.pg.drop_db(&db.name).await?;
+    let expected = (ctx.plan.enqueue_warmup + batches * 1000) as i64;
+    if rows != (expected, expected, expected) {
+        bail!("the floor wrote {expected} jobs' rows but its tables hold {rows:?}");
     }
     Ok(Measured {
         jobs: batches * 1000,
