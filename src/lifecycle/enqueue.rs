@@ -1,9 +1,9 @@
 //! Accepting jobs: status rows, queue entries and `queued` (or `scheduled`) events commit
 //! together or not at all, one job or a thousand.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use chrono::Utc;
+use chrono::{SubsecRound as _, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
@@ -105,10 +105,12 @@ pub async fn enqueue_many_on(
     let mut new = Vec::with_capacity(reqs.len());
     for req in reqs {
         let id = Uuid::now_v7();
-        let due_later = req.options.run_at.is_some_and(|at| at > now);
+        // Postgres keeps microseconds: the job answered must be the job stored.
+        let run_at = req.options.run_at.map(|at| at.trunc_subsecs(6));
+        let due_later = run_at.is_some_and(|at| at > now);
         // A scheduled job's first event is `queued` too (its status says `scheduled`).
         let mut event_data = json!({ "attempt": 0 });
-        if let Some(at) = req.options.run_at {
+        if let Some(at) = run_at {
             event_data["run_at"] = json!(at);
         }
         if let Some(origin) = &req.origin {
@@ -125,7 +127,7 @@ pub async fn enqueue_many_on(
             owner: &req.owner,
             idempotency_key: req.idempotency_key.as_deref(),
             request_hash: req.idempotency_key.as_ref().map(|_| req.fingerprint()),
-            run_at: req.options.run_at,
+            run_at,
             priority: req.options.priority,
             timeout_ms: req
                 .options
@@ -138,21 +140,24 @@ pub async fn enqueue_many_on(
     }
 
     if new.iter().all(|job| job.idempotency_key.is_none()) {
-        let created = store::jobs::accept_many(&mut *conn, &new).await?;
-        if created.len() != new.len() {
+        let accepted = store::jobs::accept_many(&mut *conn, &new).await?;
+        if accepted.ids.len() != new.len() {
             // Cannot happen without keys; never answer 2xx for jobs that were not written.
             return Err(sqlx::Error::RowNotFound.into());
         }
-        return Ok(created.into_iter().map(Enqueued::Created).collect());
+        return Ok(new
+            .iter()
+            .map(|job| Enqueued::Created(job.row(accepted.at)))
+            .collect());
     }
 
     let mut tx = sqlx::Connection::begin(conn).await?;
-    let created = store::jobs::accept_many(&mut *tx, &new).await?;
-    let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|r| (r.id, r)).collect();
+    let accepted = store::jobs::accept_many(&mut *tx, &new).await?;
+    let created: HashSet<Uuid> = accepted.ids.into_iter().collect();
     let mut done = Vec::with_capacity(new.len());
     for job in &new {
-        if let Some(row) = created.remove(&job.id) {
-            done.push(Enqueued::Created(row));
+        if created.contains(&job.id) {
+            done.push(Enqueued::Created(job.row(accepted.at)));
             continue;
         }
         // The key was taken: the insert waited for that transaction, so the earlier job is

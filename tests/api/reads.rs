@@ -172,3 +172,55 @@ async fn a_jobs_events_page_in_order(_: PgPoolOptions, db: PgConnectOptions) {
     }
     assert_eq!(paged, all);
 }
+
+/// The accept statement sends back only the ids it wrote and the time (the API builds the
+/// answer from what it sent): the answer to every enqueue must still be the job exactly as it
+/// is stored, field for field, whatever options were given.
+#[sqlx::test(migrations = false)]
+async fn an_accepted_job_is_answered_exactly_as_it_is_stored(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(db, &["--role", "api"]).await;
+    let batch = json!({"jobs": [
+        {"kind": "email", "to": "a@b.co", "subject": "s", "body": "hello"},
+        {"kind": "long_running", "steps": 3, "step_duration_ms": 10, "priority": -7,
+         "max_attempts": 2, "timeout_ms": 5000, "tags": ["a", "b=c"]},
+        {"kind": "hash", "data": "x", "repeat": 3, "delay_ms": 60000},
+        {"kind": "hash", "data": "y", "tags": []},
+    ]});
+    let mut answered = Vec::new();
+    for key in [None, Some("same-fields")] {
+        let mut req = app.client.post(app.url("/v1/jobs/batch")).json(&batch);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let body: Value = resp.json().await.unwrap();
+        answered.extend(body["jobs"].as_array().unwrap().iter().cloned());
+    }
+    answered.push(
+        app.enqueue(
+            "/v1/jobs/hash",
+            json!({"data": "z", "priority": 3, "tags": ["one"], "timeout_ms": 100}),
+        )
+        .await,
+    );
+    assert_eq!(answered.len(), 9);
+    let mut seen = HashSet::new();
+    for job in &answered {
+        let id = job["id"].as_str().unwrap();
+        assert!(seen.insert(id.to_owned()), "ids are distinct");
+        let stored: Value = app
+            .get(&format!("/v1/jobs/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&stored, job, "the answer differs from the stored job {id}");
+    }
+    assert_eq!(answered[2]["status"], "scheduled");
+    assert_eq!(answered[1]["tags"], json!(["a", "b=c"]));
+    assert_eq!(answered[1]["max_attempts"], 2);
+}
