@@ -29,6 +29,24 @@ struct Measured {
 }
 
 impl Measured {
+    fn empty() -> Self {
+        Measured {
+            jobs: 0,
+            seconds: 0.0,
+            latencies: Vec::new(),
+            rejected: 0,
+        }
+    }
+
+    /// One request of `jobs` jobs that started at `start` and has just ended; interleaved
+    /// runs count only their own requests' time.
+    fn record(&mut self, start: Instant, jobs: usize) {
+        let took = start.elapsed().as_secs_f64();
+        self.seconds += took;
+        self.latencies.push(took * 1000.0);
+        self.jobs += jobs;
+    }
+
     fn rate(&self) -> Option<f64> {
         (self.seconds > 0.0).then(|| self.jobs as f64 / self.seconds)
     }
@@ -112,14 +130,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // The most any design that writes a status row, a queue entry and an event per job could
-    // accept: those rows alone, nothing else.
-    let floor = three_rows_alone(ctx, plan.enqueue_batches).await?;
+    // accept: those rows alone, nothing else. Alternated batch by batch with push_all, so that
+    // both meet the same moments of this shared machine.
+    let (floor, paired) = three_rows_alone(ctx, plan.enqueue_batches).await?;
     latency_rows(
         ctx,
         "three rows per job alone (floor)",
         &floor,
-        &ab,
-        "the rows jobq writes per job (status row, queue entry, event) by COPY into bare copies of its tables (primary keys only, no triggers), one transaction per 1000, vs push_all",
+        &paired,
+        "the rows jobq writes per job (status row, queue entry, event) by COPY into bare copies of its tables (primary keys only, no triggers), one transaction per 1000, alternated with push_all batches",
         None,
     );
     Ok(())
@@ -345,12 +364,13 @@ async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> 
     })
 }
 
-/// Sequential transactions of 1000 jobs' rows each, written by COPY into bare copies of jobq's
-/// three tables (same columns and values as the accept statement writes for a hash job, primary
-/// keys only: no other index, no trigger, no `RETURNING`). No SQL statement writes these rows
-/// for less, so its rate bounds the batch endpoint of the agreed design (status row, queue
-/// entry and `queued` event per job, committed together) from above.
-async fn three_rows_alone(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
+/// Transactions of 1000 jobs' rows each, written by COPY into bare copies of jobq's three
+/// tables (same columns and values as the accept statement writes for a hash job, primary keys
+/// only: no other index, no trigger, no `RETURNING`), alternated with `push_all` batches of
+/// 1000 on apalis' own database: (floor, push_all). No SQL writes these rows for less, so the
+/// floor's rate bounds the batch endpoint of the agreed design (status row, queue entry and
+/// `queued` event per job, committed together) from above.
+async fn three_rows_alone(ctx: &Ctx, batches: usize) -> anyhow::Result<(Measured, Measured)> {
     use std::fmt::Write as _;
 
     let db = JobqDb::create(&ctx.pg, "floor").await?;
@@ -410,33 +430,45 @@ async fn three_rows_alone(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured>
         tx.commit().await?;
         Ok(())
     };
-    write(ctx.plan.enqueue_warmup).await?;
-    let mut latencies = Vec::with_capacity(batches);
-    let start = Instant::now();
+    let apalis = ApalisDb::create(&ctx.pg, "push-all-paired").await?;
+    let mut storage = apalis.storage::<HashArgs>(QUEUE, None);
+    let mut push_all = async || -> anyhow::Result<()> {
+        let tasks = (0..1000).map(|_| TaskBuilder::new(HashArgs { data: "x".into() }).build());
+        storage
+            .push_all(futures::stream::iter(tasks))
+            .await
+            .map_err(|e| anyhow!("apalis push_all: {e}"))
+    };
+    // Warm-up: a batch in each before the clock runs.
+    write(1000).await?;
+    push_all().await?;
+    let (mut floor, mut paired) = (Measured::empty(), Measured::empty());
     for _ in 0..batches {
         let t = Instant::now();
         write(1000).await?;
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        floor.record(t, 1000);
+        let t = Instant::now();
+        push_all().await?;
+        paired.record(t, 1000);
     }
-    let seconds = start.elapsed().as_secs_f64();
     let rows: (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM floor.jobs), (SELECT count(*) FROM floor.entries), \
          (SELECT count(*) FROM floor.events)",
     )
     .fetch_one(&pool)
     .await?;
+    let pushed = count_apalis_rows(&apalis.pool).await?;
     pool.close().await;
     ctx.pg.drop_db(&db.name).await?;
-    let expected = (ctx.plan.enqueue_warmup + batches * 1000) as i64;
+    apalis.drop(&ctx.pg).await?;
+    let expected = (1000 + batches * 1000) as i64;
     if rows != (expected, expected, expected) {
         bail!("the floor wrote {expected} jobs' rows but its tables hold {rows:?}");
     }
-    Ok(Measured {
-        jobs: batches * 1000,
-        seconds,
-        latencies,
-        rejected: 0,
-    })
+    if pushed != expected {
+        bail!("push_all pushed {expected} tasks but apalis' table holds {pushed}");
+    }
+    Ok((floor, paired))
 }
 
 async fn count_apalis_rows(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
