@@ -8,6 +8,7 @@ use poem::{Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
@@ -197,5 +198,83 @@ mod tests {
         assert_eq!(field_of(r#"{"name": "a""#), (400, None));
         assert_eq!(field_of(r#"{"name":"a"} trailing"#), (400, None));
         assert_eq!(field_of("  "), (400, None));
+    }
+}
+
+/// A JSON response of `T`'s declared schema, written straight from `T`'s serde `Serialize`.
+///
+/// poem-openapi's `Json<T>` builds a `serde_json::Value` tree of the whole answer first
+/// (`ToJSON`, a map per object) and then writes that: for a batch of 1,000 jobs that was a
+/// third of the API's CPU (perf). Types answered this way derive both and must write the same
+/// JSON (`models::tests` compares them for every shape).
+pub struct JsonOut<T>(pub T);
+
+impl<T: Type> Payload for JsonOut<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + Serialize + Send> poem::IntoResponse for JsonOut<T> {
+    fn into_response(self) -> poem::Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => poem::Response::builder()
+                .content_type(<Self as Payload>::CONTENT_TYPE)
+                .body(body),
+            Err(e) => ApiError::internal(&format!("cannot write the answer: {e}")).into_response(),
+        }
+    }
+}
+
+impl<T: Type + Serialize + Send> poem_openapi::ApiResponse for JsonOut<T> {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses};
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "",
+                status: Some(200),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: <Self as Payload>::CONTENT_TYPE,
+                    schema: <Self as Payload>::schema_ref(),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+/// RFC 3339 as poem-openapi writes a `DateTime<Utc>` (`+00:00`, sub-seconds as needed), for
+/// the serde side of types answered with [`JsonOut`].
+pub mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&t.to_rfc3339())
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
     }
 }

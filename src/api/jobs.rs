@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::api::ApiTags;
 use crate::api::auth::{ApiKey, rate_check};
-use crate::api::body::JsonBody;
+use crate::api::body::{JsonBody, JsonOut};
 use crate::api::error::ApiError;
 use crate::api::models::{EventPage, Job, JobEvent, JobPage};
 use crate::api::requests::{
@@ -41,7 +41,7 @@ pub struct JobsApi {
 }
 
 /// The jobs of a batch.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(example)]
 pub struct JobList {
     /// The jobs, in the order of the request's `jobs`.
@@ -63,7 +63,7 @@ pub enum BatchResponse {
     /// `Idempotency-Key` used before for the same request, these are the jobs it created.
     #[oai(status = 202)]
     Accepted(
-        Json<JobList>,
+        JsonOut<JobList>,
         /// True when an earlier request with the same Idempotency-Key created these jobs.
         #[oai(header = "Idempotent-Replayed")]
         bool,
@@ -77,7 +77,7 @@ pub enum EnqueueResponse {
     /// request, this is the job that request created (`Idempotent-Replayed: true`).
     #[oai(status = 202)]
     Accepted(
-        Json<Job>,
+        JsonOut<Job>,
         /// The job's URL.
         #[oai(header = "Location")]
         String,
@@ -216,7 +216,7 @@ impl JobsApi {
                 Enqueued::Created(row) | Enqueued::Replayed(row) => Job::try_from(row),
             })
             .collect::<Result<_, _>>()?;
-        Ok(BatchResponse::Accepted(Json(JobList { jobs }), replayed))
+        Ok(BatchResponse::Accepted(JsonOut(JobList { jobs }), replayed))
     }
 
     /// Get a job
@@ -482,7 +482,7 @@ impl JobsApi {
         };
         let location = format!("/v1/jobs/{}", row.id);
         Ok(EnqueueResponse::Accepted(
-            Json(row.try_into()?),
+            JsonOut(row.try_into()?),
             location,
             replayed,
         ))

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::types::Example;
 use poem_openapi::{Object, Union};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
@@ -15,7 +16,7 @@ use crate::store::{EventRow, JobRow};
 
 /// Progress of a job: `done` of `total` units (steps for long-running jobs; 0 of 0 for kinds
 /// that do not report progress).
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct JobProgress {
     /// Units completed so far (durable: a resumed job continues from here).
@@ -25,7 +26,7 @@ pub struct JobProgress {
 }
 
 /// The input of an email job (the body is not echoed back).
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct EmailInput {
     /// Recipient address, as enqueued.
@@ -37,7 +38,7 @@ pub struct EmailInput {
 }
 
 /// The input of a long-running job.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct LongRunningInput {
     /// Number of steps to run (1-10000).
@@ -47,7 +48,7 @@ pub struct LongRunningInput {
 }
 
 /// A summary of the input of a hash job (the data itself is not echoed back).
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct HashInput {
     /// The SHA-2 function applied.
@@ -62,8 +63,9 @@ pub struct HashInput {
 }
 
 /// What the job was asked to do; `kind` tells which shape.
-#[derive(Debug, Clone, Union)]
+#[derive(Debug, Clone, Union, Serialize)]
 #[oai(discriminator_name = "kind", one_of)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobInput {
     #[oai(mapping = "email")]
     Email(EmailInput),
@@ -74,8 +76,9 @@ pub enum JobInput {
 }
 
 /// The result of a succeeded job; `kind` tells which shape.
-#[derive(Debug, Clone, Union)]
+#[derive(Debug, Clone, Union, Serialize)]
 #[oai(discriminator_name = "kind", one_of)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobResult {
     #[oai(mapping = "email")]
     Email(EmailResult),
@@ -86,7 +89,7 @@ pub enum JobResult {
 }
 
 /// A job and everything known about it.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct Job {
     /// Time-ordered unique id (UUIDv7).
@@ -105,30 +108,51 @@ pub struct Job {
     pub input: JobInput,
     /// Set once the job has succeeded.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<JobResult>,
     /// The error of the latest failed attempt.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the job was enqueued (RFC 3339).
+    #[serde(with = "crate::api::body::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When the job last changed: status, attempt, progress or result (RFC 3339).
+    #[serde(with = "crate::api::body::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// When the first attempt started.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::api::body::rfc3339::option"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When the job reached a terminal status.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::api::body::rfc3339::option"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// When the next attempt is due (status `retrying`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::api::body::rfc3339::option"
+    )]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Not run before this time (set for jobs enqueued with `run_at` or `delay_ms`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::api::body::rfc3339::option"
+    )]
     pub run_at: Option<DateTime<Utc>>,
     /// Higher runs first within a kind.
     pub priority: i32,
     /// An attempt running longer fails.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// The labels given at enqueue (empty when none).
     pub tags: Vec<String>,
@@ -416,5 +440,70 @@ impl TryFrom<EventRow> for JobEvent {
             data: row.data,
             created_at: row.created_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+    use crate::api::jobs::JobList;
+
+    /// Jobs of every kind, input and result shape, with every optional field present and absent.
+    fn jobs() -> Vec<Job> {
+        let base = Job::example();
+        vec![
+            base.clone(),
+            Job {
+                kind: JobKind::Email,
+                status: JobStatus::Retrying,
+                input: JobInput::Email(EmailInput::example()),
+                result: None,
+                last_error: Some("SMTP said \"no\"\n\u{1F600}".to_owned()),
+                started_at: Some(at("2026-01-15T09:30:00.123456Z")),
+                finished_at: None,
+                next_attempt_at: Some(at("2026-01-15T09:31:00Z")),
+                timeout_ms: Some(5000),
+                tags: vec![],
+                ..base.clone()
+            },
+            Job {
+                kind: JobKind::LongRunning,
+                status: JobStatus::Succeeded,
+                input: JobInput::LongRunning(LongRunningInput::example()),
+                result: Some(JobResult::LongRunning(LongRunningResult {
+                    steps_completed: 5,
+                })),
+                run_at: Some(at("2026-01-16T00:00:00.5Z")),
+                priority: -100,
+                tags: vec!["a".to_owned(), "b=c".to_owned()],
+                ..base.clone()
+            },
+            Job {
+                kind: JobKind::Email,
+                input: JobInput::Email(EmailInput::example()),
+                result: Some(JobResult::Email(EmailResult {
+                    message_id: "<x@jobq>".to_owned(),
+                    server_response: "250 ok".to_owned(),
+                })),
+                started_at: None,
+                finished_at: None,
+                ..base
+            },
+        ]
+    }
+
+    #[test]
+    fn the_serde_answer_is_the_json_the_schema_describes() {
+        for job in jobs() {
+            let serde = serde_json::to_value(&job).expect("serialize");
+            assert_eq!(Some(serde), job.to_json(), "{job:?}");
+        }
+        let list = JobList { jobs: jobs() };
+        assert_eq!(
+            Some(serde_json::to_value(&list).expect("serialize")),
+            list.to_json()
+        );
     }
 }
