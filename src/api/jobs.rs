@@ -231,9 +231,9 @@ impl JobsApi {
         auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
-    ) -> Result<Json<Job>, ApiError> {
+    ) -> Result<JsonOut<Job>, ApiError> {
         let row = self.visible_job(&auth, id.0).await?;
-        Ok(Json(row.try_into()?))
+        Ok(JsonOut(row.try_into()?))
     }
 
     /// List jobs
@@ -271,7 +271,7 @@ impl JobsApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(pattern = "^[A-Za-z0-9_-]{21}[AQgw]$"))]
         cursor: Query<Option<String>>,
-    ) -> Result<Json<JobPage>, ApiError> {
+    ) -> Result<JsonOut<JobPage>, ApiError> {
         let limit = page_size(limit.0)?;
         let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
         let mut filter = job_filter(
@@ -301,7 +301,7 @@ impl JobsApi {
             .into_iter()
             .map(Job::try_from)
             .collect::<Result<_, _>>()?;
-        Ok(Json(JobPage { jobs, next_cursor }))
+        Ok(JsonOut(JobPage { jobs, next_cursor }))
     }
 
     /// Wait for a job to finish
@@ -318,7 +318,7 @@ impl JobsApi {
         /// How long to wait at most, in seconds (1-60, default 30).
         #[oai(validator(minimum(value = "1"), maximum(value = "60")))]
         timeout_seconds: Query<Option<u32>>,
-    ) -> Result<Json<Job>, ApiError> {
+    ) -> Result<JsonOut<Job>, ApiError> {
         let seconds = match timeout_seconds.0 {
             None => 30,
             Some(n) if (1..=60).contains(&n) => n,
@@ -341,7 +341,7 @@ impl JobsApi {
         loop {
             let row = self.visible_job(&auth, id.0).await?;
             if JobStatus::parse(&row.status).is_some_and(JobStatus::is_terminal) {
-                return Ok(Json(row.try_into()?));
+                return Ok(JsonOut(row.try_into()?));
             }
             // Until the job's own terminal event, or lag (then look at the row again).
             let finished = loop {
@@ -358,7 +358,7 @@ impl JobsApi {
             };
             if finished.is_none() {
                 let row = self.visible_job(&auth, id.0).await?;
-                return Ok(Json(row.try_into()?));
+                return Ok(JsonOut(row.try_into()?));
             }
         }
     }

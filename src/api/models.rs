@@ -240,13 +240,14 @@ impl Example for Job {
 }
 
 /// One page of jobs, newest first.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct JobPage {
     /// At most `limit` jobs, in the requested order.
     pub jobs: Vec<Job>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -505,5 +506,15 @@ mod tests {
             Some(serde_json::to_value(&list).expect("serialize")),
             list.to_json()
         );
+        for next_cursor in [None, Some("AZvA_YnAej6cQV0vjmsaBw".to_owned())] {
+            let page = JobPage {
+                jobs: jobs(),
+                next_cursor,
+            };
+            assert_eq!(
+                Some(serde_json::to_value(&page).expect("serialize")),
+                page.to_json()
+            );
+        }
     }
 }

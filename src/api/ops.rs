@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::api::ApiTags;
 use crate::api::auth::ApiKey;
-use crate::api::body::{BodyLimit, JsonBody};
+use crate::api::body::{BodyLimit, JsonBody, JsonOut};
 use crate::api::error::ApiError;
 use crate::api::jobs::job_filter;
 use crate::api::models::Job;
@@ -304,12 +304,12 @@ impl OpsApi {
         auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
-    ) -> Result<Json<Job>, ApiError> {
+    ) -> Result<JsonOut<Job>, ApiError> {
         let who = auth.require(Role::Ops)?;
         let row = lifecycle::retry(&self.pool, id.0, &who.name)
             .await
             .map_err(|e| ops_error(e, "only failed or cancelled jobs can be retried"))?;
-        Ok(Json(row.try_into()?))
+        Ok(JsonOut(row.try_into()?))
     }
 
     /// Cancel a job
@@ -327,12 +327,12 @@ impl OpsApi {
         auth: ApiKey,
         /// The job's id.
         id: Path<Uuid>,
-    ) -> Result<Json<Job>, ApiError> {
+    ) -> Result<JsonOut<Job>, ApiError> {
         let who = auth.require(Role::Ops)?;
         let row = lifecycle::cancel(&self.pool, id.0, &who.name)
             .await
             .map_err(|e| ops_error(e, "only queued, retrying or running jobs can be cancelled"))?;
-        Ok(Json(row.try_into()?))
+        Ok(JsonOut(row.try_into()?))
     }
 
     /// Retry jobs in bulk
