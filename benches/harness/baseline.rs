@@ -93,16 +93,7 @@ impl ApalisDb {
         let mut left = n;
         while left > 0 {
             let take = left.min(1000);
-            let tasks = (0..take).map(|_| {
-                TaskBuilder::new(HashArgs {
-                    data: "x".to_owned(),
-                })
-                .build()
-            });
-            storage
-                .push_all(futures::stream::iter(tasks))
-                .await
-                .map_err(|e| anyhow!("apalis push_all: {e}"))?;
+            push_all(&mut storage, take).await?;
             left -= take;
         }
         Ok(())
@@ -334,4 +325,18 @@ pub fn start_email_worker(db: &ApalisDb, smtp_url: &str, sent: Counter) -> anyho
         mailer,
         email_task
     ))
+}
+
+/// One `push_all` of `n` hash tasks (one INSERT).
+pub async fn push_all(storage: &mut PostgresStorage<HashArgs>, n: usize) -> anyhow::Result<()> {
+    let tasks = (0..n).map(|_| {
+        TaskBuilder::new(HashArgs {
+            data: "x".to_owned(),
+        })
+        .build()
+    });
+    storage
+        .push_all(futures::stream::iter(tasks))
+        .await
+        .map_err(|e| anyhow!("apalis push_all: {e}"))
 }
