@@ -503,7 +503,7 @@ async fn a_fetch_that_takes_every_due_job_is_not_followed_by_one_that_finds_noth
         (taken, empty)
     };
     // The hash worker's first look at the queue found nothing; it now waits.
-    let before = eventually(Duration::from_secs(10), "the first fetch", || async {
+    let before = eventually(Duration::from_secs(30), "the first fetch", || async {
         let f = fetches().await;
         (f.1 >= 1.0).then_some(f)
     })
