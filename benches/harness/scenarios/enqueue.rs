@@ -107,38 +107,40 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             )),
     );
 
-    let jb = jobq_batch(ctx, plan.enqueue_batches).await?;
-    let ab = apalis_push_all(ctx, plan.enqueue_batches).await?;
+    // Every batch contestant in one loop, round by round (the order rotating), so that each
+    // meets the same moments of this shared machine as push_all: measured one after the other,
+    // the same figures moved by up to 2x between runs.
+    let b = batch_rounds(ctx, plan.enqueue_batches).await?;
     latency_rows(
         ctx,
         "enqueue batch of 1000",
-        &jb,
-        &ab,
-        "apalis push_all of 1000; latency per request",
+        &b.endpoint,
+        &b.push_all,
+        "apalis push_all of 1000; latency per request; alternated batch by batch",
         Some(Target::RatioAtLeast { ratio: 0.8 }),
     );
-
-    // What the batch costs without HTTP: jobq's accept call in this process, same jobs.
-    let jf = jobq_in_process(ctx, plan.enqueue_batches).await?;
     latency_rows(
         ctx,
         "enqueue batch of 1000, no HTTP",
-        &jf,
-        &ab,
+        &b.in_process,
+        &b.push_all,
         "jobq's lifecycle::enqueue_many called in process (status row, queue entry, event per job) vs push_all (one row)",
         None,
     );
-
-    // The most any design that writes a status row, a queue entry and an event per job could
-    // accept: those rows alone, nothing else. Alternated batch by batch with push_all, so that
-    // both meet the same moments of this shared machine.
-    let (floor, paired) = three_rows_alone(ctx, plan.enqueue_batches).await?;
+    latency_rows(
+        ctx,
+        "three rows per job into jobq's tables by COPY",
+        &b.copy_into_jobq,
+        &b.push_all,
+        "the same rows by COPY (the cheapest bulk write) into jobq's own tables, every index and trigger of theirs, one transaction per 1000: no SQL of jobq's can write them faster",
+        None,
+    );
     latency_rows(
         ctx,
         "three rows per job alone (floor)",
-        &floor,
-        &paired,
-        "the rows jobq writes per job (status row, queue entry, event) by COPY into bare copies of its tables (primary keys only, no triggers), one transaction per 1000, alternated with push_all batches",
+        &b.floor,
+        &b.push_all,
+        "the same rows by COPY into bare copies of jobq's tables (primary keys only, no triggers)",
         None,
     );
     Ok(())
@@ -279,103 +281,56 @@ async fn jobq_single(
     Ok(m)
 }
 
-/// Sequential `POST /v1/jobs/batch` of 1000 hash jobs each.
-async fn jobq_batch(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
-    let (db, jobq, api) = api_only(ctx, "batch", &NO_LIMIT).await?;
-    let jobs = vec![json!({"kind": "hash", "data": "x"}); 1000];
-    let body = Body::json(&json!({ "jobs": jobs }))?;
-    warm_up(&api, ctx.plan.enqueue_warmup).await?;
-    let mut latencies = Vec::with_capacity(batches);
-    let start = Instant::now();
-    for _ in 0..batches {
-        let t = Instant::now();
-        let (status, answer) = api.post_raw("/v1/jobs/batch", body.clone()).await?;
-        if status != 202 {
-            let text = answer.to_string();
-            bail!(
-                "batch enqueue answered {status}: {}",
-                &text[..text.len().min(300)]
-            );
-        }
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    finish_jobq(ctx, db, jobq, ctx.plan.enqueue_warmup + batches * 1000).await?;
-    Ok(Measured {
-        jobs: batches * 1000,
-        seconds,
-        latencies,
-        rejected: 0,
-    })
+/// The batch contestants' figures, from one alternating loop.
+struct BatchRounds {
+    /// `POST /v1/jobs/batch` of 1000 hash jobs.
+    endpoint: Measured,
+    /// `lifecycle::enqueue_many` of the same 1000 jobs, in this process.
+    in_process: Measured,
+    /// The rows jobq writes for them, by COPY into its own tables.
+    copy_into_jobq: Measured,
+    /// The same rows by COPY into bare copies of those tables.
+    floor: Measured,
+    /// apalis `push_all` of 1000 tasks.
+    push_all: Measured,
 }
 
-/// Sequential `lifecycle::enqueue_many` calls of 1000 hash jobs each, in this process: the
-/// floor under the batch endpoint (the same statement, without HTTP, JSON and validation).
-async fn jobq_in_process(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
+/// `batches` rounds after a warm-up round; in each, every contestant writes 1000 jobs once, the
+/// order rotating from round to round. Each has its own database; every row is counted
+/// afterwards.
+async fn batch_rounds(ctx: &Ctx, batches: usize) -> anyhow::Result<BatchRounds> {
     use ::jobq::domain::{JobKind, JobOptions};
     use ::jobq::lifecycle::{EnqueueRequest, enqueue_many};
 
-    let db = JobqDb::create(&ctx.pg, "in-process").await?;
-    let pool = db.pool(&ctx.pg).await?;
-    // The payload and options the API stores for {"kind": "hash", "data": "x"}.
-    let req = EnqueueRequest {
-        kind: JobKind::Hash,
-        payload: json!({"data": "eA==", "repeat": 1, "algorithm": "sha256"}),
-        progress_total: 0,
-        options: JobOptions {
-            max_attempts: 5,
-            run_at: None,
-            priority: 0,
-            timeout: None,
-            tags: Vec::new(),
-        },
-        owner: "default".to_owned(),
-        idempotency_key: None,
-        origin: None,
-    };
-    let reqs = vec![req; 1000];
-    let warmup = ctx.plan.enqueue_warmup.min(reqs.len());
-    if warmup > 0 {
-        enqueue_many(&pool, &reqs[..warmup]).await?;
-    }
-    let mut latencies = Vec::with_capacity(batches);
-    let start = Instant::now();
-    for _ in 0..batches {
-        let t = Instant::now();
-        let done = enqueue_many(&pool, &reqs).await?;
-        if done.len() != reqs.len() {
-            bail!("enqueue_many accepted {} of {}", done.len(), reqs.len());
-        }
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let rows = count_apalis_rows(&pool).await?;
-    pool.close().await;
-    ctx.pg.drop_db(&db.name).await?;
-    let expected = warmup + batches * 1000;
-    if rows as usize != expected {
-        bail!("enqueue_many accepted {expected} jobs but the queue holds {rows} entries");
-    }
-    Ok(Measured {
-        jobs: batches * 1000,
-        seconds,
-        latencies,
-        rejected: 0,
-    })
-}
-
-/// Transactions of 1000 jobs' rows each, written by COPY into bare copies of jobq's three
-/// tables (same columns and values as the accept statement writes for a hash job, primary keys
-/// only: no other index, no trigger, no `RETURNING`), alternated with `push_all` batches of
-/// 1000 on apalis' own database: (floor, push_all). `COPY` without indexes or triggers is the
-/// cheapest way we know to write these rows, so the floor's rate is about the most the batch
-/// endpoint of the agreed design (status row, queue entry and `queued` event per job,
-/// committed together) could reach.
-async fn three_rows_alone(ctx: &Ctx, batches: usize) -> anyhow::Result<(Measured, Measured)> {
-    use std::fmt::Write as _;
-
-    let db = JobqDb::create(&ctx.pg, "floor").await?;
-    let pool = db.pool(&ctx.pg).await?;
+    let warmup = ctx.plan.enqueue_warmup;
+    // The endpoint, on a jobq process of its own.
+    let (api_db, jobq, api) = api_only(ctx, "batch", &NO_LIMIT).await?;
+    let body = Body::json(&json!({ "jobs": vec![json!({"kind": "hash", "data": "x"}); 1000] }))?;
+    warm_up(&api, warmup).await?;
+    // In process: the payload and options the API stores for {"kind": "hash", "data": "x"}.
+    let in_db = JobqDb::create(&ctx.pg, "in-process").await?;
+    let in_pool = in_db.pool(&ctx.pg).await?;
+    let reqs = vec![
+        EnqueueRequest {
+            kind: JobKind::Hash,
+            payload: json!({"data": "eA==", "repeat": 1, "algorithm": "sha256"}),
+            progress_total: 0,
+            options: JobOptions {
+                max_attempts: 5,
+                run_at: None,
+                priority: 0,
+                timeout: None,
+                tags: Vec::new(),
+            },
+            owner: "default".to_owned(),
+            idempotency_key: None,
+            origin: None,
+        };
+        1000
+    ];
+    // COPY: into jobq's tables and into bare copies of them, in one more database.
+    let copy_db = JobqDb::create(&ctx.pg, "copy").await?;
+    let copy_pool = copy_db.pool(&ctx.pg).await?;
     for ddl in [
         "CREATE SCHEMA floor",
         "CREATE TABLE floor.jobs (LIKE jobq.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
@@ -385,84 +340,141 @@ async fn three_rows_alone(ctx: &Ctx, batches: usize) -> anyhow::Result<(Measured
         "CREATE TABLE floor.events (LIKE jobq.job_events INCLUDING DEFAULTS INCLUDING IDENTITY)",
         "ALTER TABLE floor.events ADD PRIMARY KEY (id)",
     ] {
-        sqlx::query(ddl).execute(&pool).await?;
+        sqlx::query(ddl).execute(&copy_pool).await?;
     }
-    // What jobq stores for {"kind": "hash", "data": "x"} (COPY's text format).
-    let write = async |n: usize| -> anyhow::Result<()> {
-        let (mut jobs, mut entries, mut events) = (String::new(), String::new(), String::new());
-        for _ in 0..n {
-            let id = uuid::Uuid::now_v7();
-            let task = ulid::Ulid::generate();
-            writeln!(
-                jobs,
-                "{id}\thash\tqueued\t{{\"data\": \"eA==\", \"repeat\": 1, \"algorithm\": \"sha256\"}}\t0\t5\t{task}\tdefault\t0\t{{}}"
-            )?;
-            let args: String = format!("{{\"job_id\":\"{id}\"}}")
-                .bytes()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            writeln!(entries, "{task}\thash\t\\\\x{args}\tPending\t0\t25\t0")?;
-            writeln!(
-                events,
-                "{id}\thash\tqueued\tqueued\t{{\"attempt\": 0}}\tdefault"
-            )?;
-        }
-        let mut tx = pool.begin().await?;
-        for (statement, rows) in [
-            (
-                "COPY floor.jobs (id, kind, status, payload, progress_total, max_attempts, \
-                 task_id, owner, priority, tags) FROM STDIN",
-                jobs,
-            ),
-            (
-                "COPY floor.entries (id, job_type, job, status, attempts, max_attempts, priority) \
-                 FROM STDIN",
-                entries,
-            ),
-            (
-                "COPY floor.events (job_id, kind, type, status, data, owner) FROM STDIN",
-                events,
-            ),
-        ] {
-            let mut copy = tx.copy_in_raw(statement).await?;
-            copy.send(rows.into_bytes()).await?;
-            copy.finish().await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    };
-    let apalis = ApalisDb::create(&ctx.pg, "push-all-paired").await?;
+    let jobq_tables = ["jobq.jobs", "apalis.jobs", "jobq.job_events"];
+    let floor_tables = ["floor.jobs", "floor.entries", "floor.events"];
+    // push_all, on apalis' own database.
+    let apalis = ApalisDb::create(&ctx.pg, "push-all").await?;
     let mut storage = apalis.storage::<HashArgs>(QUEUE, None);
-    // Warm-up: a batch in each before the clock runs.
-    write(1000).await?;
-    push_all(&mut storage, 1000).await?;
-    let (mut floor, mut paired) = (Measured::empty(), Measured::empty());
-    for _ in 0..batches {
-        let t = Instant::now();
-        write(1000).await?;
-        floor.record(t, 1000);
-        let t = Instant::now();
-        push_all(&mut storage, 1000).await?;
-        paired.record(t, 1000);
+
+    let mut m: [Measured; 5] = std::array::from_fn(|_| Measured::empty());
+    // Round 0 warms every contestant up and is not recorded.
+    for round in 0..=batches {
+        for k in 0..5 {
+            let which = (round + k) % 5;
+            let t = Instant::now();
+            match which {
+                0 => {
+                    let (status, answer) = api.post_raw("/v1/jobs/batch", body.clone()).await?;
+                    if status != 202 {
+                        let text = answer.to_string();
+                        bail!(
+                            "batch enqueue answered {status}: {}",
+                            &text[..text.len().min(300)]
+                        );
+                    }
+                }
+                1 => {
+                    let done = enqueue_many(&in_pool, &reqs).await?;
+                    if done.len() != reqs.len() {
+                        bail!("enqueue_many accepted {} of {}", done.len(), reqs.len());
+                    }
+                }
+                2 => copy_rows(&copy_pool, jobq_tables, 1000).await?,
+                3 => copy_rows(&copy_pool, floor_tables, 1000).await?,
+                _ => push_all(&mut storage, 1000).await?,
+            }
+            if round > 0 {
+                m[which].record(t, 1000);
+            }
+        }
     }
-    let rows: (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM floor.jobs), (SELECT count(*) FROM floor.entries), \
-         (SELECT count(*) FROM floor.events)",
-    )
-    .fetch_one(&pool)
-    .await?;
-    let pushed = count_apalis_rows(&apalis.pool).await?;
-    pool.close().await;
-    ctx.pg.drop_db(&db.name).await?;
-    apalis.drop(&ctx.pg).await?;
+
+    // Every contestant's rows are all there.
     let expected = (1000 + batches * 1000) as i64;
-    if rows != (expected, expected, expected) {
-        bail!("the floor wrote {expected} jobs' rows but its tables hold {rows:?}");
+    let endpoint_rows = count_jobq_rows(ctx, &api_db).await?;
+    jobq.stop().await?;
+    let in_process_rows = count_apalis_rows(&in_pool).await?;
+    in_pool.close().await;
+    let copied: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobq.jobs), (SELECT count(*) FROM apalis.jobs), \
+         (SELECT count(*) FROM jobq.job_events), (SELECT count(*) FROM floor.jobs), \
+         (SELECT count(*) FROM floor.entries), (SELECT count(*) FROM floor.events)",
+    )
+    .fetch_one(&copy_pool)
+    .await?;
+    copy_pool.close().await;
+    let pushed = count_apalis_rows(&apalis.pool).await?;
+    for name in [&api_db.name, &in_db.name, &copy_db.name] {
+        ctx.pg.drop_db(name).await?;
     }
-    if pushed != expected {
-        bail!("push_all pushed {expected} tasks but apalis' table holds {pushed}");
+    apalis.drop(&ctx.pg).await?;
+    if endpoint_rows != expected + warmup as i64 {
+        bail!(
+            "the endpoint accepted {} jobs but jobq's table holds {endpoint_rows}",
+            expected + warmup as i64
+        );
     }
-    Ok((floor, paired))
+    let e = expected;
+    if (in_process_rows, copied, pushed) != (e, (e, e, e, e, e, e), e) {
+        bail!(
+            "expected {e} rows each: in process {in_process_rows}, copied {copied:?}, pushed {pushed}"
+        );
+    }
+    let [endpoint, in_process, copy_into_jobq, floor, push_all] = m;
+    Ok(BatchRounds {
+        endpoint,
+        in_process,
+        copy_into_jobq,
+        floor,
+        push_all,
+    })
+}
+
+/// One transaction writing, by COPY into `tables` (status rows, queue entries, events), the
+/// rows jobq's accept statement writes for `n` hash jobs of `{"data": "x"}`: same columns and
+/// values (COPY's text format).
+async fn copy_rows(pool: &sqlx::PgPool, tables: [&str; 3], n: usize) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+
+    let queue = ::jobq::domain::JobKind::Hash.queue();
+    let (mut jobs, mut entries, mut events) = (String::new(), String::new(), String::new());
+    for _ in 0..n {
+        let id = uuid::Uuid::now_v7();
+        let task = ulid::Ulid::generate();
+        writeln!(
+            jobs,
+            "{id}\thash\tqueued\t{{\"data\": \"eA==\", \"repeat\": 1, \"algorithm\": \"sha256\"}}\t0\t5\t{task}\tdefault\t0\t{{}}"
+        )?;
+        let args: String = format!("{{\"job_id\":\"{id}\"}}")
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        writeln!(entries, "{task}\t{queue}\t\\\\x{args}\tPending\t0\t25\t0")?;
+        writeln!(
+            events,
+            "{id}\thash\tqueued\tqueued\t{{\"attempt\": 0}}\tdefault"
+        )?;
+    }
+    let [jobs_table, entries_table, events_table] = tables;
+    let mut tx = pool.begin().await?;
+    for (statement, rows) in [
+        (
+            format!(
+                "COPY {jobs_table} (id, kind, status, payload, progress_total, max_attempts, \
+                 task_id, owner, priority, tags) FROM STDIN"
+            ),
+            jobs,
+        ),
+        (
+            format!(
+                "COPY {entries_table} (id, job_type, job, status, attempts, max_attempts, \
+                 priority) FROM STDIN"
+            ),
+            entries,
+        ),
+        (
+            format!("COPY {events_table} (job_id, kind, type, status, data, owner) FROM STDIN"),
+            events,
+        ),
+    ] {
+        let mut copy = tx.copy_in_raw(&statement).await?;
+        copy.send(rows.into_bytes()).await?;
+        copy.finish().await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn count_apalis_rows(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
@@ -516,40 +528,6 @@ async fn apalis_push(
     }
     Ok(Measured {
         jobs: n,
-        seconds,
-        latencies,
-        rejected: 0,
-    })
-}
-
-/// Sequential `push_all` of 1000 tasks each.
-async fn apalis_push_all(ctx: &Ctx, batches: usize) -> anyhow::Result<Measured> {
-    let db = ApalisDb::create(&ctx.pg, "push-all").await?;
-    let mut storage = db.storage::<HashArgs>(QUEUE, None);
-    for _ in 0..ctx.plan.enqueue_warmup {
-        storage
-            .push(HashArgs { data: "x".into() })
-            .await
-            .map_err(|e| anyhow!("apalis push: {e}"))?;
-    }
-    let mut latencies = Vec::with_capacity(batches);
-    let start = Instant::now();
-    for _ in 0..batches {
-        let t = Instant::now();
-        push_all(&mut storage, 1000).await?;
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let rows = count_apalis_rows(&db.pool).await?;
-    db.drop(&ctx.pg).await?;
-    if rows as usize != ctx.plan.enqueue_warmup + batches * 1000 {
-        bail!(
-            "apalis pushed {} tasks but its table holds {rows}",
-            batches * 1000
-        );
-    }
-    Ok(Measured {
-        jobs: batches * 1000,
         seconds,
         latencies,
         rejected: 0,
