@@ -5,6 +5,9 @@
 //! the enqueue transaction's start, so the figure includes its commit). apalis (defaults,
 //! NOTIFY): each task pushed in a transaction of ours whose `now()` is noted, to the moment its
 //! handler starts (taken in the handler).
+//!
+//! A CHECKPOINT precedes each side's paced run, as it does every processing run, so that
+//! neither side meets the writing-out of what came before it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -106,6 +109,7 @@ async fn jobq_latencies(ctx: &Ctx) -> anyhow::Result<(Vec<f64>, Fetches)> {
         if !jobq::wait_finished(&pool, warm, deadline, ctx.plan.poll).await? {
             bail!("warm-up jobs did not finish within 30 s");
         }
+        ctx.pg.checkpoint().await?;
         let before = Fetches::read(&api).await?;
         let mut ticker = pacer(ctx.plan.pace_per_sec);
         let mut ids = Vec::with_capacity(ctx.plan.paced_jobs);
@@ -156,6 +160,7 @@ async fn apalis_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        ctx.pg.checkpoint().await?;
         let mut ticker = pacer(ctx.plan.pace_per_sec);
         let mut pushed: HashMap<u64, DateTime<Utc>> = HashMap::new();
         for i in 0..ctx.plan.paced_jobs as u64 {
