@@ -54,16 +54,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    /// The order of a full run. The latency scenarios come before processing: after it (two
-    /// histories of a million finished jobs written and dropped), pickup p99 measured 5-31 ms
-    /// on both sides in turn against 1.5-2.0 ms alone, a CHECKPOINT before each side
-    /// notwithstanding; the cause was not found (not the kernel's dirty pages, which were back
-    /// under 20 MB when processing ended).
     const ALL: [Scenario; 7] = [
         Scenario::Enqueue,
+        Scenario::Processing,
         Scenario::Pickup,
         Scenario::Events,
-        Scenario::Processing,
         Scenario::WsCapacity,
         Scenario::Email,
         Scenario::Cpu,
