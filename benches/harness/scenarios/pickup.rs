@@ -149,16 +149,33 @@ async fn apalis_latencies(ctx: &Ctx) -> anyhow::Result<Vec<f64>> {
                 .copied()
         };
         // Warm-up tasks (sequence numbers above the measured ones) also prove the worker listens.
-        let warm_base = 1_000_000u64;
+        // A task pushed before the worker's LISTEN is up is announced to nobody, and apalis then
+        // looks only at its 30 s heartbeat (seen once in a CI smoke run): while a warm-up task
+        // waits, another is pushed every second, whose NOTIFY makes the worker fetch both.
+        const WARM_FIRST: u64 = 1_000_000;
+        let mut warm_seq = WARM_FIRST;
         let deadline = Instant::now() + Duration::from_secs(30);
-        for i in 0..WARM_UP as u64 {
-            db.push_in_tx(QUEUE, &[args(warm_base + i)]).await?;
-            while arrived(warm_base + i).is_none() {
+        for _ in 0..WARM_UP {
+            let awaited = warm_seq;
+            let mut nudge_at = Instant::now();
+            while arrived(awaited).is_none() {
                 if Instant::now() > deadline {
                     bail!("the apalis worker did not pick up warm-up tasks within 30 s");
                 }
+                if Instant::now() >= nudge_at {
+                    db.push_in_tx(QUEUE, &[args(warm_seq)]).await?;
+                    warm_seq += 1;
+                    nudge_at = Instant::now() + Duration::from_secs(1);
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        // Every nudge, too, has run before the clock starts.
+        while (WARM_FIRST..warm_seq).any(|seq| arrived(seq).is_none()) {
+            if Instant::now() > deadline {
+                bail!("the apalis worker did not run every warm-up task within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         ctx.pg.checkpoint().await?;
         let mut ticker = pacer(ctx.plan.pace_per_sec);
