@@ -102,7 +102,8 @@ impl NewJob<'_> {
     }
 }
 
-/// The accept statements' parameters: one array per column, element `i` for job `i`.
+/// The accept statements' parameters: one array per column, element `i` for job `i` (the
+/// idempotency columns, which only [`accept_many`] writes, are built there).
 struct Columns<'a> {
     ids: Vec<Uuid>,
     kinds: Vec<&'a str>,
@@ -112,8 +113,6 @@ struct Columns<'a> {
     max_attempts: Vec<i32>,
     task_ids: Vec<&'a str>,
     owners: Vec<&'a str>,
-    keys: Vec<Option<&'a str>>,
-    hashes: Vec<Option<&'a [u8]>>,
     run_ats: Vec<Option<DateTime<Utc>>>,
     priorities: Vec<i32>,
     timeouts: Vec<Option<i32>>,
@@ -136,8 +135,6 @@ impl<'a> Columns<'a> {
             max_attempts: jobs.iter().map(|j| j.max_attempts).collect(),
             task_ids: jobs.iter().map(|j| j.task_id.as_str()).collect(),
             owners: jobs.iter().map(|j| j.owner).collect(),
-            keys: jobs.iter().map(|j| j.idempotency_key).collect(),
-            hashes: jobs.iter().map(|j| j.request_hash.as_deref()).collect(),
             run_ats: jobs.iter().map(|j| j.run_at).collect(),
             priorities: jobs.iter().map(|j| j.priority).collect(),
             timeouts: jobs.iter().map(|j| j.timeout_ms).collect(),
@@ -222,6 +219,8 @@ pub async fn accept_all(
 /// returned).
 pub async fn accept_many(ex: impl PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::Result<Accepted> {
     let c = Columns::of(jobs);
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key).collect();
+    let hashes: Vec<Option<&[u8]>> = jobs.iter().map(|j| j.request_hash.as_deref()).collect();
     let accepted = sqlx::query!(
         r#"
         WITH t AS (
@@ -262,8 +261,8 @@ pub async fn accept_many(ex: impl PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::
         &c.max_attempts,
         &c.task_ids as &[&str],
         &c.owners as &[&str],
-        &c.keys as &[Option<&str>],
-        &c.hashes as &[Option<&[u8]>],
+        &keys as &[Option<&str>],
+        &hashes as &[Option<&[u8]>],
         &c.run_ats as &[Option<DateTime<Utc>>],
         &c.priorities,
         &c.timeouts as &[Option<i32>],
@@ -348,6 +347,12 @@ pub struct JobFilter {
 }
 
 impl JobFilter {
+    /// The tags a job must carry; `None` when there are none to require (an empty list, like
+    /// no list, matches every job).
+    fn tags(&self) -> Option<&[String]> {
+        self.tags.as_deref().filter(|tags| !tags.is_empty())
+    }
+
     /// `error_contains` as an ILIKE pattern, its wildcards escaped.
     fn error_pattern(&self) -> Option<String> {
         self.error_contains.as_ref().map(|text| {
@@ -363,8 +368,9 @@ impl JobFilter {
 /// Jobs matching `filter` past the cursor `after` (an id: ids are time-ordered and never
 /// change, so pages stay consistent while jobs change status), at most `limit`. Two statements
 /// rather than one with a computed ORDER BY, so that both directions walk the primary key.
-/// A tag filter also says `tags <> '{}'` (true of every job it can match): the tags index
-/// leaves out untagged jobs, and the planner uses it only when the query implies that.
+/// A tag filter ([`JobFilter::tags`], never empty) also says `tags <> '{}'` (true of every job
+/// it can match): the tags index leaves out untagged jobs, and the planner uses it only when
+/// the query implies that.
 pub async fn list(
     ex: impl PgExecutor<'_>,
     filter: &JobFilter,
@@ -389,7 +395,7 @@ pub async fn list(
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id < $6)
               AND ($8::text IS NULL OR owner = $8)
-              AND ($9::text[] IS NULL OR cardinality($9) = 0 OR (tags @> $9 AND tags <> '{}'))
+              AND ($9::text[] IS NULL OR (tags @> $9 AND tags <> '{}'))
             ORDER BY id DESC
             LIMIT $7
             "#,
@@ -401,7 +407,7 @@ pub async fn list(
             after,
             limit,
             filter.owner,
-            filter.tags.as_deref()
+            filter.tags()
         )
         .fetch_all(ex)
         .await
@@ -417,7 +423,7 @@ pub async fn list(
               AND ($5::text IS NULL OR last_error ILIKE $5)
               AND ($6::uuid IS NULL OR id > $6)
               AND ($8::text IS NULL OR owner = $8)
-              AND ($9::text[] IS NULL OR cardinality($9) = 0 OR (tags @> $9 AND tags <> '{}'))
+              AND ($9::text[] IS NULL OR (tags @> $9 AND tags <> '{}'))
             ORDER BY id ASC
             LIMIT $7
             "#,
@@ -429,7 +435,7 @@ pub async fn list(
             after,
             limit,
             filter.owner,
-            filter.tags.as_deref()
+            filter.tags()
         )
         .fetch_all(ex)
         .await
@@ -446,7 +452,7 @@ pub async fn count(
     let by_key_only = filter.created_after.is_none()
         && filter.created_before.is_none()
         && filter.error_contains.is_none()
-        && filter.tags.is_none();
+        && filter.tags().is_none();
     if by_key_only {
         return kept_counts(ex, filter).await;
     }
@@ -503,7 +509,7 @@ async fn scan_counts(
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
           AND ($6::text IS NULL OR owner = $6)
-          AND ($7::text[] IS NULL OR cardinality($7) = 0 OR (tags @> $7 AND tags <> '{}'))
+          AND ($7::text[] IS NULL OR (tags @> $7 AND tags <> '{}'))
         GROUP BY kind, status
         "#,
         filter.statuses.as_deref(),
@@ -512,7 +518,7 @@ async fn scan_counts(
         filter.created_before,
         filter.error_pattern(),
         filter.owner,
-        filter.tags.as_deref()
+        filter.tags()
     )
     .fetch_all(ex)
     .await?;
@@ -535,7 +541,7 @@ pub async fn lock_matching(
           AND ($4::timestamptz IS NULL OR created_at < $4)
           AND ($5::text IS NULL OR last_error ILIKE $5)
           AND ($7::text IS NULL OR owner = $7)
-          AND ($8::text[] IS NULL OR cardinality($8) = 0 OR (tags @> $8 AND tags <> '{}'))
+          AND ($8::text[] IS NULL OR (tags @> $8 AND tags <> '{}'))
         ORDER BY id
         LIMIT $6
         FOR UPDATE SKIP LOCKED
@@ -547,7 +553,7 @@ pub async fn lock_matching(
         filter.error_pattern(),
         limit,
         filter.owner,
-        filter.tags.as_deref()
+        filter.tags()
     )
     .fetch_all(conn)
     .await
@@ -928,7 +934,19 @@ pub async fn release(
 
 #[cfg(test)]
 mod tests {
-    use super::array_literal;
+    use super::{JobFilter, array_literal};
+
+    #[test]
+    fn an_empty_tag_filter_requires_no_tags() {
+        let filter = |tags: Option<Vec<String>>| JobFilter {
+            tags,
+            ..JobFilter::default()
+        };
+        assert_eq!(filter(None).tags(), None);
+        assert_eq!(filter(Some(Vec::new())).tags(), None);
+        let some = filter(Some(vec!["a".to_owned()]));
+        assert_eq!(some.tags(), Some(&["a".to_owned()][..]));
+    }
 
     #[test]
     fn array_literals_quote_and_escape_every_item() {

@@ -264,12 +264,7 @@ async fn jobq_single(
             Ok::<_, anyhow::Error>((latencies, accepted, rejected))
         }));
     }
-    let mut m = Measured {
-        jobs: 0,
-        seconds: 0.0,
-        latencies: Vec::new(),
-        rejected: 0,
-    };
+    let mut m = Measured::empty();
     for task in tasks {
         let (latencies, accepted, rejected) = task.await.context("client task")??;
         m.latencies.extend(latencies);
